@@ -1,0 +1,1 @@
+"""The pure domain: aggregates decide which events a command produces. No I/O here."""

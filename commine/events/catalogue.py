@@ -1,0 +1,184 @@
+"""The event catalogue of DESIGN.md, version 1 of every payload.
+
+Aggregate ids name the aggregate kind first (``project:``, ``source:``, ``dataset:``,
+``message:``, ``annotation:``, ``model:``, ``stream:``), so the log reads on its own.
+Identifiers, timestamps and types are plain fields; customer text only ever sits inside
+``MessageIngested.comment`` (and annotation free text), which is what encryption at rest wraps.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from commine.events.base import DomainEvent, event
+
+
+@event
+@dataclass(frozen=True, kw_only=True)
+class ProjectCreated(DomainEvent):
+    name: str
+    title: str = ""
+    description: str = ""
+
+
+@event
+@dataclass(frozen=True, kw_only=True)
+class SourceCreated(DomainEvent):
+    source_id: str
+    project: str
+    name: str
+    title: str = ""
+    description: str = ""
+    language: str = "en"
+    kind: str = "unknown"
+
+
+@event
+@dataclass(frozen=True, kw_only=True)
+class DatasetCreated(DomainEvent):
+    dataset_id: str
+    project: str
+    name: str
+    title: str = ""
+    description: str = ""
+    has_sentiment: bool = False
+
+
+@event
+@dataclass(frozen=True, kw_only=True)
+class SourceAddedToDataset(DomainEvent):
+    dataset_id: str
+    source_id: str
+
+
+@event
+@dataclass(frozen=True, kw_only=True)
+class LabelDefined(DomainEvent):
+    dataset_id: str
+    name: str
+    description: str = ""
+
+
+@event
+@dataclass(frozen=True, kw_only=True)
+class LabelRenamed(DomainEvent):
+    dataset_id: str
+    old_name: str
+    new_name: str
+
+
+@event
+@dataclass(frozen=True, kw_only=True)
+class MessageIngested(DomainEvent):
+    """A comment arrived in a source: new (version 1) or with changed content (later versions)."""
+
+    source_id: str
+    comment_id: str
+    #: The Communications Mining comment, normalised (see ``domain.comment``).
+    comment: dict[str, Any]
+    #: SHA-256 of the normalised comment: equal hashes mean an unchanged re-send.
+    content_hash: str
+    change: str = "new"
+
+
+@event
+@dataclass(frozen=True, kw_only=True)
+class MessageDeleted(DomainEvent):
+    source_id: str
+    comment_id: str
+    reason: str = ""
+
+
+@event
+@dataclass(frozen=True, kw_only=True)
+class LabelApplied(DomainEvent):
+    """Labels assigned to (or dismissed from) one comment in one dataset."""
+
+    dataset_id: str
+    uid: str
+    #: ``[{"name": "Billing > Refund", "sentiment": "positive" | "negative" | None}]``
+    assigned: list[dict[str, Any]] = field(default_factory=list)
+    #: Label names the trainer said do not apply.
+    dismissed: list[str] = field(default_factory=list)
+
+
+@event
+@dataclass(frozen=True, kw_only=True)
+class LabelRemoved(DomainEvent):
+    dataset_id: str
+    uid: str
+    labels: list[str] = field(default_factory=list)
+
+
+@event
+@dataclass(frozen=True, kw_only=True)
+class ModelTrained(DomainEvent):
+    dataset_id: str
+    version: int
+    labels: list[str]
+    hyperparameters: dict[str, Any] = field(default_factory=dict)
+    training_size: int = 0
+    metrics: dict[str, Any] = field(default_factory=dict)
+    artifact_hash: str = ""
+
+
+@event
+@dataclass(frozen=True, kw_only=True)
+class PredictionsRecorded(DomainEvent):
+    dataset_id: str
+    model_version: int
+    #: ``[{"uid": ..., "labels": {"Billing > Refund": 0.93, ...}}]``
+    predictions: list[dict[str, Any]] = field(default_factory=list)
+
+
+@event
+@dataclass(frozen=True, kw_only=True)
+class StreamCreated(DomainEvent):
+    stream_id: str
+    dataset_id: str
+    name: str
+    title: str = ""
+    description: str = ""
+    model_version: int | None = None
+    #: ``[{"name": ["Billing", "Refund"], "threshold": 0.4}]``
+    label_thresholds: list[dict[str, Any]] = field(default_factory=list)
+    comment_filter: dict[str, Any] = field(default_factory=dict)
+
+
+@event
+@dataclass(frozen=True, kw_only=True)
+class ThresholdChanged(DomainEvent):
+    stream_id: str
+    label: list[str]
+    threshold: float
+    previous: float | None = None
+
+
+@event
+@dataclass(frozen=True, kw_only=True)
+class StreamAdvanced(DomainEvent):
+    stream_id: str
+    sequence_id: str
+
+
+@event
+@dataclass(frozen=True, kw_only=True)
+class StreamReset(DomainEvent):
+    stream_id: str
+    to_comment_created_at: str
+
+
+@event
+@dataclass(frozen=True, kw_only=True)
+class ExceptionReported(DomainEvent):
+    stream_id: str
+    uid: str
+    exception_type: str = ""
+
+
+@event
+@dataclass(frozen=True, kw_only=True)
+class SourcePurged(DomainEvent):
+    source_id: str
+    reason: str = ""

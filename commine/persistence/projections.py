@@ -1,0 +1,302 @@
+"""Read models built from the log, with their checkpoint kept in the same transaction as their rows.
+
+A projection never decides anything: it folds events into tables. ``catch_up`` reads the log
+after the checkpoint, applies a batch and moves the checkpoint in one transaction, so a crash
+between the two is impossible and a second runner waits on the checkpoint row instead of
+applying the same events twice. Replay runs the very same code into a fresh schema.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Connection, Engine
+
+from commine.domain.comment import parse_timestamp
+from commine.events import (
+    DatasetCreated,
+    LabelApplied,
+    LabelDefined,
+    LabelRemoved,
+    LabelRenamed,
+    MessageDeleted,
+    MessageIngested,
+    ModelTrained,
+    ProjectCreated,
+    SourceAddedToDataset,
+    SourceCreated,
+    SourcePurged,
+    StreamCreated,
+)
+from commine.persistence import schema as t
+from commine.persistence.engine import is_sqlite
+from commine.persistence.store import EventStore, StoredEvent
+
+#: Name of the checkpoint row shared by the projections below.
+CHECKPOINT = "projections"
+
+
+def upsert(conn: Connection, table: sa.Table, rows: list[dict[str, Any]], keys: list[str]) -> None:
+    """Insert rows, or update every non-key column of those whose keys exist already."""
+    if not rows:
+        return
+    insert = sqlite.insert if conn.dialect.name == "sqlite" else postgresql.insert
+    statement = insert(table)
+    updates = {c: statement.excluded[c] for c in rows[0] if c not in keys and c != "created_at"}
+    conn.execute(statement.on_conflict_do_update(index_elements=keys, set_=updates), rows)
+
+
+def _messages(conn: Connection, batch: list[StoredEvent]) -> None:
+    """Messages in bulk: ingestion is the high-volume path, so one statement per batch."""
+    pending: dict[tuple[str, str], dict[str, Any]] = {}
+    for stored in batch:
+        event = stored.event
+        if isinstance(event, MessageIngested):
+            key = (event.source_id, event.comment_id)
+            previous = pending.get(key)
+            comment = event.comment
+            pending[key] = {
+                "source_id": event.source_id,
+                "comment_id": event.comment_id,
+                "timestamp": parse_timestamp(comment["timestamp"], "timestamp"),
+                "thread_id": comment.get("thread_id"),
+                "comment": comment,
+                "content_hash": event.content_hash,
+                "version": event.aggregate_version,
+                "position": stored.position,
+                "deleted": False,
+                "created_at": previous["created_at"] if previous else event.occurred_at,
+                "updated_at": event.occurred_at,
+            }
+        elif isinstance(event, MessageDeleted):
+            _flush_messages(conn, pending)
+            conn.execute(
+                t.messages.update()
+                .where(t.messages.c.source_id == event.source_id, t.messages.c.comment_id == event.comment_id)
+                .values(deleted=True, version=event.aggregate_version, updated_at=event.occurred_at)
+            )
+        elif isinstance(event, SourcePurged):
+            _flush_messages(conn, pending)
+            conn.execute(t.messages.delete().where(t.messages.c.source_id == event.source_id))
+    _flush_messages(conn, pending)
+
+
+def _flush_messages(conn: Connection, pending: dict[tuple[str, str], dict[str, Any]]) -> None:
+    upsert(conn, t.messages, list(pending.values()), ["source_id", "comment_id"])
+    pending.clear()
+
+
+def _catalogue(conn: Connection, batch: list[StoredEvent]) -> None:
+    """Projects, sources, datasets, labels, models and streams: low volume, one event at a time."""
+    for stored in batch:
+        event = stored.event
+        handler = _CATALOGUE_HANDLERS.get(type(event))
+        if handler is not None:
+            handler(conn, event)
+
+
+def _project_created(conn: Connection, e: ProjectCreated) -> None:
+    row = {"name": e.name, "title": e.title, "description": e.description, "created_at": e.occurred_at}
+    upsert(conn, t.projects, [row], ["name"])
+
+
+def _source_created(conn: Connection, e: SourceCreated) -> None:
+    row = {
+        "source_id": e.source_id,
+        "project": e.project,
+        "name": e.name,
+        "title": e.title,
+        "description": e.description,
+        "language": e.language,
+        "kind": e.kind,
+        "purged": False,
+        "created_at": e.occurred_at,
+        "updated_at": e.occurred_at,
+    }
+    upsert(conn, t.sources, [row], ["source_id"])
+
+
+def _source_purged(conn: Connection, e: SourcePurged) -> None:
+    conn.execute(
+        t.sources.update().where(t.sources.c.source_id == e.source_id).values(purged=True, updated_at=e.occurred_at)
+    )
+
+
+def _dataset_created(conn: Connection, e: DatasetCreated) -> None:
+    row = {
+        "dataset_id": e.dataset_id,
+        "project": e.project,
+        "name": e.name,
+        "title": e.title,
+        "description": e.description,
+        "has_sentiment": e.has_sentiment,
+        "created": e.occurred_at,
+        "last_modified": e.occurred_at,
+    }
+    upsert(conn, t.datasets, [row], ["dataset_id"])
+
+
+def _touch_dataset(conn: Connection, dataset_id: str, at: datetime) -> None:
+    conn.execute(t.datasets.update().where(t.datasets.c.dataset_id == dataset_id).values(last_modified=at))
+
+
+def _source_added(conn: Connection, e: SourceAddedToDataset) -> None:
+    upsert(conn, t.dataset_sources, [{"dataset_id": e.dataset_id, "source_id": e.source_id}], ["dataset_id", "source_id"])
+    _touch_dataset(conn, e.dataset_id, e.occurred_at)
+
+
+def _label_defined(conn: Connection, e: LabelDefined) -> None:
+    row = {"dataset_id": e.dataset_id, "name": e.name, "description": e.description}
+    upsert(conn, t.labels, [row], ["dataset_id", "name"])
+    _touch_dataset(conn, e.dataset_id, e.occurred_at)
+
+
+def _label_renamed(conn: Connection, e: LabelRenamed) -> None:
+    rows = conn.execute(sa.select(t.labels).where(t.labels.c.dataset_id == e.dataset_id)).all()
+    for row in rows:
+        if row.name == e.old_name or row.name.startswith(e.old_name + " > "):
+            conn.execute(
+                t.labels.update()
+                .where(t.labels.c.dataset_id == e.dataset_id, t.labels.c.name == row.name)
+                .values(name=e.new_name + row.name[len(e.old_name) :])
+            )
+    _touch_dataset(conn, e.dataset_id, e.occurred_at)
+
+
+def _label_applied(conn: Connection, e: LabelApplied) -> None:
+    row = {
+        "dataset_id": e.dataset_id,
+        "uid": e.uid,
+        "assigned": e.assigned,
+        "dismissed": e.dismissed,
+        "updated_at": e.occurred_at,
+    }
+    upsert(conn, t.annotations, [row], ["dataset_id", "uid"])
+
+
+def _label_removed(conn: Connection, e: LabelRemoved) -> None:
+    current = conn.execute(
+        sa.select(t.annotations).where(t.annotations.c.dataset_id == e.dataset_id, t.annotations.c.uid == e.uid)
+    ).first()
+    if current is None:
+        return
+    assigned = [a for a in current.assigned if a["name"] not in e.labels]
+    dismissed = [d for d in current.dismissed if d not in e.labels]
+    conn.execute(
+        t.annotations.update()
+        .where(t.annotations.c.dataset_id == e.dataset_id, t.annotations.c.uid == e.uid)
+        .values(assigned=assigned, dismissed=dismissed, updated_at=e.occurred_at)
+    )
+
+
+def _model_trained(conn: Connection, e: ModelTrained) -> None:
+    row = {
+        "dataset_id": e.dataset_id,
+        "version": e.version,
+        "labels": e.labels,
+        "training_size": e.training_size,
+        "metrics": e.metrics,
+        "artifact_hash": e.artifact_hash,
+        "trained_at": e.occurred_at,
+    }
+    upsert(conn, t.models, [row], ["dataset_id", "version"])
+
+
+def _stream_created(conn: Connection, e: StreamCreated) -> None:
+    row = {
+        "stream_id": e.stream_id,
+        "dataset_id": e.dataset_id,
+        "name": e.name,
+        "model_version": e.model_version,
+        "label_thresholds": e.label_thresholds,
+        "comment_filter": e.comment_filter,
+        "backlog": 0,
+        "created_at": e.occurred_at,
+        "updated_at": e.occurred_at,
+    }
+    upsert(conn, t.streams, [row], ["stream_id"])
+
+
+_CATALOGUE_HANDLERS: dict[type, Callable[[Connection, Any], None]] = {
+    ProjectCreated: _project_created,
+    SourceCreated: _source_created,
+    SourcePurged: _source_purged,
+    DatasetCreated: _dataset_created,
+    SourceAddedToDataset: _source_added,
+    LabelDefined: _label_defined,
+    LabelRenamed: _label_renamed,
+    LabelApplied: _label_applied,
+    LabelRemoved: _label_removed,
+    ModelTrained: _model_trained,
+    StreamCreated: _stream_created,
+}
+
+#: Every projection, applied in this order to each batch of the log.
+PROJECTORS: list[Callable[[Connection, list[StoredEvent]], None]] = [_catalogue, _messages]
+
+
+def apply(conn: Connection, batch: list[StoredEvent]) -> None:
+    for projector in PROJECTORS:
+        projector(conn, batch)
+
+
+def _checkpoint(conn: Connection, name: str) -> int:
+    """The checkpoint's position, locked until the transaction ends (created at 0 if missing)."""
+    insert = sqlite.insert if conn.dialect.name == "sqlite" else postgresql.insert
+    conn.execute(insert(t.checkpoints).values(name=name, position=0).on_conflict_do_nothing())
+    query = sa.select(t.checkpoints.c.position).where(t.checkpoints.c.name == name)
+    if not is_sqlite(conn.engine):
+        query = query.with_for_update()
+    return int(conn.execute(query).scalar_one())
+
+
+def catch_up(store: EventStore, *, batch_size: int = 2000) -> int:
+    """Apply every event after the checkpoint; returns how many were applied."""
+    applied = 0
+    while True:
+        with store.transaction() as conn:
+            position = _checkpoint(conn, CHECKPOINT)
+            batch = list(store.read_all(position, limit=batch_size, conn=conn, batch_size=batch_size))
+            if not batch:
+                return applied
+            apply(conn, batch)
+            conn.execute(
+                t.checkpoints.update().where(t.checkpoints.c.name == CHECKPOINT).values(position=batch[-1].position)
+            )
+            applied += len(batch)
+
+
+def rebuild(store: EventStore, target: Engine, *, until: datetime | None = None, progress: Callable[[int], None] | None = None) -> int:
+    """Fold the log (up to ``until``) into empty projection tables on ``target``."""
+    applied = 0
+    position = 0
+    with store.engine.connect() as source:
+        events: Iterable[StoredEvent] = store.read_all(0, until=until, conn=source)
+        batch: list[StoredEvent] = []
+        for stored in events:
+            batch.append(stored)
+            if len(batch) >= 2000:
+                applied += _apply_batch(target, batch)
+                position = batch[-1].position
+                if progress:
+                    progress(len(batch))
+                batch = []
+        if batch:
+            applied += _apply_batch(target, batch)
+            position = batch[-1].position
+            if progress:
+                progress(len(batch))
+    with target.begin() as conn:
+        upsert(conn, t.checkpoints, [{"name": CHECKPOINT, "position": position}], ["name"])
+    return applied
+
+
+def _apply_batch(target: Engine, batch: list[StoredEvent]) -> int:
+    with target.begin() as conn:
+        apply(conn, batch)
+    return len(batch)
+

@@ -1,0 +1,85 @@
+"""Queries over the projections: what ``commine status`` and the services read."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+
+from commine.persistence import schema as t
+
+
+def find_source(engine: Engine, project: str, name: str) -> dict[str, Any] | None:
+    with engine.connect() as conn:
+        row = conn.execute(
+            sa.select(t.sources).where(
+                t.sources.c.project == project, t.sources.c.name == name, t.sources.c.purged.is_(False)
+            )
+        ).first()
+    return dict(row._mapping) if row else None
+
+
+def count_messages(engine: Engine, source_id: str) -> int:
+    with engine.connect() as conn:
+        query = sa.select(sa.func.count()).where(
+            t.messages.c.source_id == source_id, t.messages.c.deleted.is_(False)
+        )
+        return int(conn.execute(query).scalar_one())
+
+
+def status(engine: Engine) -> dict[str, Any]:
+    """Per project: sources with message counts, datasets with annotation counts, models, streams."""
+    with engine.connect() as conn:
+        message_counts = dict(
+            conn.execute(
+                sa.select(t.messages.c.source_id, sa.func.count())
+                .where(t.messages.c.deleted.is_(False))
+                .group_by(t.messages.c.source_id)
+            ).all()
+        )
+        annotation_counts = dict(
+            conn.execute(
+                sa.select(t.annotations.c.dataset_id, sa.func.count()).group_by(t.annotations.c.dataset_id)
+            ).all()
+        )
+        latest_models = dict(
+            conn.execute(
+                sa.select(t.models.c.dataset_id, sa.func.max(t.models.c.version)).group_by(t.models.c.dataset_id)
+            ).all()
+        )
+        members: dict[str, list[str]] = {}
+        for dataset_id, source_id in conn.execute(sa.select(t.dataset_sources)).all():
+            members.setdefault(dataset_id, []).append(source_id)
+        stream_rows = conn.execute(sa.select(t.streams).order_by(t.streams.c.name)).all()
+        projects = {row.name: {"name": row.name, "title": row.title, "sources": [], "datasets": []}
+                    for row in conn.execute(sa.select(t.projects).order_by(t.projects.c.name))}
+        names: dict[str, str] = {}
+        for row in conn.execute(sa.select(t.sources).where(t.sources.c.purged.is_(False)).order_by(t.sources.c.name)):
+            names[row.source_id] = f"{row.project}/{row.name}"
+            projects.setdefault(row.project, {"name": row.project, "title": row.project, "sources": [], "datasets": []})
+            projects[row.project]["sources"].append(
+                {"name": row.name, "id": row.source_id, "messages": message_counts.get(row.source_id, 0)}
+            )
+        for row in conn.execute(sa.select(t.datasets).order_by(t.datasets.c.name)):
+            streams = [
+                {"name": s.name, "model_version": s.model_version, "backlog": s.backlog}
+                for s in stream_rows
+                if s.dataset_id == row.dataset_id
+            ]
+            sources = members.get(row.dataset_id, [])
+            projects[row.project]["datasets"].append(
+                {
+                    "name": row.name,
+                    "id": row.dataset_id,
+                    "sources": sorted(names.get(s, s) for s in sources),
+                    "messages": sum(message_counts.get(s, 0) for s in sources),
+                    "annotations": annotation_counts.get(row.dataset_id, 0),
+                    "model_version": latest_models.get(row.dataset_id),
+                    "streams": streams,
+                }
+            )
+        position = conn.execute(
+            sa.select(t.checkpoints.c.position).where(t.checkpoints.c.name == "projections")
+        ).scalar()
+    return {"projects": list(projects.values()), "projected_position": int(position or 0)}

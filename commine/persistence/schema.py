@@ -1,0 +1,168 @@
+"""Table definitions, SQLAlchemy Core, one set for PostgreSQL and SQLite.
+
+Two metadata objects: ``log_metadata`` is the write side (the event log and processing
+receipts) and ``projection_metadata`` the read models, which replay can build again in a fresh
+schema and compare with the live ones.
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import JSONB
+
+#: JSON stored as jsonb on PostgreSQL, as text on SQLite.
+JsonType = sa.JSON().with_variant(JSONB(), "postgresql")
+Timestamp = sa.DateTime(timezone=True)
+
+log_metadata = sa.MetaData()
+projection_metadata = sa.MetaData()
+
+events = sa.Table(
+    "events",
+    log_metadata,
+    # Assigned by the store as max + 1 under a table lock: gapless and in commit order.
+    sa.Column("position", sa.BigInteger, primary_key=True, autoincrement=False),
+    sa.Column("event_id", sa.Uuid, nullable=False, unique=True),
+    sa.Column("aggregate_id", sa.String(1100), nullable=False),
+    sa.Column("aggregate_version", sa.Integer, nullable=False),
+    sa.Column("type", sa.String(64), nullable=False),
+    sa.Column("schema_version", sa.Integer, nullable=False),
+    sa.Column("occurred_at", Timestamp, nullable=False),
+    sa.Column("recorded_at", Timestamp, nullable=False),
+    sa.Column("actor", sa.String(256), nullable=False),
+    sa.Column("payload", JsonType, nullable=False),
+    sa.UniqueConstraint("aggregate_id", "aggregate_version", name="uq_events_aggregate_version"),
+)
+
+#: One row per ingest batch handled, written in the same transaction as its events: the batch's
+#: counts survive a redelivery, and the uploader reads them back.
+ingest_receipts = sa.Table(
+    "ingest_receipts",
+    log_metadata,
+    sa.Column("batch_id", sa.String(64), primary_key=True),
+    sa.Column("source_id", sa.String(16), nullable=False),
+    sa.Column("new", sa.Integer, nullable=False),
+    sa.Column("updated", sa.Integer, nullable=False),
+    sa.Column("unchanged", sa.Integer, nullable=False),
+    sa.Column("rejected", sa.Integer, nullable=False),
+    sa.Column("errors", JsonType, nullable=False),
+    sa.Column("recorded_at", Timestamp, nullable=False),
+)
+
+checkpoints = sa.Table(
+    "checkpoints",
+    projection_metadata,
+    sa.Column("name", sa.String(64), primary_key=True),
+    sa.Column("position", sa.BigInteger, nullable=False),
+)
+
+projects = sa.Table(
+    "projects",
+    projection_metadata,
+    sa.Column("name", sa.String(1024), primary_key=True),
+    sa.Column("title", sa.String(256), nullable=False),
+    sa.Column("description", sa.Text, nullable=False),
+    sa.Column("created_at", Timestamp, nullable=False),
+)
+
+sources = sa.Table(
+    "sources",
+    projection_metadata,
+    sa.Column("source_id", sa.String(16), primary_key=True),
+    sa.Column("project", sa.String(1024), nullable=False),
+    sa.Column("name", sa.String(256), nullable=False),
+    sa.Column("title", sa.String(256), nullable=False),
+    sa.Column("description", sa.Text, nullable=False),
+    sa.Column("language", sa.String(16), nullable=False),
+    sa.Column("kind", sa.String(64), nullable=False),
+    sa.Column("purged", sa.Boolean, nullable=False),
+    sa.Column("created_at", Timestamp, nullable=False),
+    sa.Column("updated_at", Timestamp, nullable=False),
+    sa.Index("ix_sources_project_name", "project", "name"),
+)
+
+datasets = sa.Table(
+    "datasets",
+    projection_metadata,
+    sa.Column("dataset_id", sa.String(16), primary_key=True),
+    sa.Column("project", sa.String(1024), nullable=False),
+    sa.Column("name", sa.String(256), nullable=False),
+    sa.Column("title", sa.String(256), nullable=False),
+    sa.Column("description", sa.Text, nullable=False),
+    sa.Column("has_sentiment", sa.Boolean, nullable=False),
+    sa.Column("created", Timestamp, nullable=False),
+    sa.Column("last_modified", Timestamp, nullable=False),
+    sa.Index("ix_datasets_project_name", "project", "name"),
+)
+
+dataset_sources = sa.Table(
+    "dataset_sources",
+    projection_metadata,
+    sa.Column("dataset_id", sa.String(16), primary_key=True),
+    sa.Column("source_id", sa.String(16), primary_key=True),
+)
+
+labels = sa.Table(
+    "labels",
+    projection_metadata,
+    sa.Column("dataset_id", sa.String(16), primary_key=True),
+    sa.Column("name", sa.String(64), primary_key=True),
+    sa.Column("description", sa.Text, nullable=False),
+)
+
+messages = sa.Table(
+    "messages",
+    projection_metadata,
+    sa.Column("source_id", sa.String(16), primary_key=True),
+    sa.Column("comment_id", sa.String(1024), primary_key=True),
+    sa.Column("timestamp", Timestamp, nullable=False),
+    sa.Column("thread_id", sa.String(1024), nullable=True),
+    sa.Column("comment", JsonType, nullable=False),
+    sa.Column("content_hash", sa.String(64), nullable=False),
+    sa.Column("version", sa.Integer, nullable=False),
+    #: Global position of the event that last changed the message: stream routing reads in this order.
+    sa.Column("position", sa.BigInteger, nullable=False),
+    sa.Column("deleted", sa.Boolean, nullable=False),
+    sa.Column("created_at", Timestamp, nullable=False),
+    sa.Column("updated_at", Timestamp, nullable=False),
+    sa.Index("ix_messages_position", "position"),
+)
+
+annotations = sa.Table(
+    "annotations",
+    projection_metadata,
+    sa.Column("dataset_id", sa.String(16), primary_key=True),
+    sa.Column("uid", sa.String(1100), primary_key=True),
+    sa.Column("assigned", JsonType, nullable=False),
+    sa.Column("dismissed", JsonType, nullable=False),
+    sa.Column("updated_at", Timestamp, nullable=False),
+)
+
+models = sa.Table(
+    "models",
+    projection_metadata,
+    sa.Column("dataset_id", sa.String(16), primary_key=True),
+    sa.Column("version", sa.Integer, primary_key=True),
+    sa.Column("labels", JsonType, nullable=False),
+    sa.Column("training_size", sa.Integer, nullable=False),
+    sa.Column("metrics", JsonType, nullable=False),
+    sa.Column("artifact_hash", sa.String(64), nullable=False),
+    sa.Column("trained_at", Timestamp, nullable=False),
+)
+
+streams = sa.Table(
+    "streams",
+    projection_metadata,
+    sa.Column("stream_id", sa.String(16), primary_key=True),
+    sa.Column("dataset_id", sa.String(16), nullable=False),
+    sa.Column("name", sa.String(256), nullable=False),
+    sa.Column("model_version", sa.Integer, nullable=True),
+    sa.Column("label_thresholds", JsonType, nullable=False),
+    sa.Column("comment_filter", JsonType, nullable=False),
+    #: Messages that qualified and are not yet advanced past; maintained by stream routing.
+    sa.Column("backlog", sa.Integer, nullable=False),
+    sa.Column("created_at", Timestamp, nullable=False),
+    sa.Column("updated_at", Timestamp, nullable=False),
+)
+
+PROJECTION_TABLES = [t for t in projection_metadata.sorted_tables if t.name != "checkpoints"]

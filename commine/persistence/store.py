@@ -1,0 +1,244 @@
+"""The event store: an append-only log with optimistic concurrency and a gapless global order.
+
+One code path for PostgreSQL and SQLite (SQLAlchemy Core). Every append takes the log's write
+lock (``LOCK TABLE ... IN EXCLUSIVE MODE`` on PostgreSQL, ``BEGIN IMMEDIATE`` on SQLite) so
+that positions are handed out in commit order with no gaps: a reader that has seen position
+*n* has seen everything before it. Batches are carried so the lock is taken once per batch,
+not once per event (see ``../shared/reference/infra-notes.md``).
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection, Engine
+
+from commine.events import DomainEvent, EventRegistry, from_record, registry as default_registry, to_record
+from commine.events.codec import EventRecord
+from commine.persistence.engine import is_sqlite
+from commine.persistence.schema import events as events_table
+
+#: Ids per ``IN (...)`` clause; SQLite allows 32,766 bound parameters, PostgreSQL 65,535.
+CHUNK = 1000
+
+
+class ConcurrencyError(Exception):
+    """An append expected an aggregate version that another writer has moved past."""
+
+
+@dataclass(frozen=True)
+class StoredEvent:
+    """An event as read back from the log, with where and when the log took it."""
+
+    position: int
+    recorded_at: datetime
+    event: DomainEvent
+
+
+def _chunks(items: Sequence[Any], size: int = CHUNK) -> Iterator[Sequence[Any]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+def _utc(moment: datetime) -> datetime:
+    # SQLite hands back naive datetimes; everything we store is UTC.
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+class EventStore:
+    """Append and read domain events; idempotent by event id, versioned per aggregate."""
+
+    def __init__(self, engine: Engine, registry: EventRegistry = default_registry) -> None:
+        self.engine = engine
+        self.registry = registry
+        self._sqlite = is_sqlite(engine)
+
+    @contextmanager
+    def transaction(self) -> Iterator[Connection]:
+        """A transaction to append in together with other writes (receipts, tracking rows)."""
+        with self.engine.begin() as conn:
+            yield conn
+
+    def append(self, events: Sequence[DomainEvent], conn: Connection | None = None) -> list[int]:
+        """Append a batch atomically and return the positions of the events written.
+
+        Each event's ``aggregate_version`` is its expectation: the first event of an aggregate in
+        the batch must follow the version stored now, or ``ConcurrencyError`` is raised and
+        nothing is written. An event whose id is stored already is skipped, so a redelivered
+        batch writes nothing.
+        """
+        if conn is None:
+            with self.transaction() as own:
+                return self.append(events, own)
+        if not events:
+            return []
+        self._lock(conn)
+        fresh = self._without_stored(conn, events)
+        if not fresh:
+            return []
+        self._check_versions(conn, fresh)
+        last = conn.execute(
+            sa.select(events_table.c.position, events_table.c.recorded_at)
+            .order_by(events_table.c.position.desc())
+            .limit(1)
+        ).first()
+        next_position = (last.position if last else 0) + 1
+        # recorded_at never goes backwards along the log, so "state at time T" is a prefix of it.
+        now = datetime.now(UTC)
+        recorded_at = max(now, _utc(last.recorded_at)) if last else now
+        rows = []
+        for offset, event in enumerate(fresh):
+            record = to_record(event)
+            rows.append(
+                {
+                    "position": next_position + offset,
+                    "event_id": record.event_id,
+                    "aggregate_id": record.aggregate_id,
+                    "aggregate_version": record.aggregate_version,
+                    "type": record.type,
+                    "schema_version": record.schema_version,
+                    "occurred_at": record.occurred_at,
+                    "recorded_at": recorded_at,
+                    "actor": record.actor,
+                    "payload": record.payload,
+                }
+            )
+        try:
+            conn.execute(events_table.insert(), rows)
+        except sa.exc.IntegrityError as exc:
+            raise ConcurrencyError(f"append conflicted with another writer: {exc.orig}") from None
+        return [row["position"] for row in rows]
+
+    def _lock(self, conn: Connection) -> None:
+        if not self._sqlite:
+            conn.execute(sa.text("LOCK TABLE events IN EXCLUSIVE MODE"))
+
+    def _without_stored(self, conn: Connection, events: Sequence[DomainEvent]) -> list[DomainEvent]:
+        stored: set[Any] = set()
+        ids = [e.event_id for e in events]
+        for chunk in _chunks(ids):
+            stored.update(
+                conn.execute(
+                    sa.select(events_table.c.event_id).where(events_table.c.event_id.in_(chunk))
+                ).scalars()
+            )
+        seen: set[Any] = set()
+        fresh = []
+        for event in events:
+            if event.event_id not in stored and event.event_id not in seen:
+                seen.add(event.event_id)
+                fresh.append(event)
+        return fresh
+
+    def _check_versions(self, conn: Connection, events: Sequence[DomainEvent]) -> None:
+        first: dict[str, int] = {}
+        for event in events:
+            first.setdefault(event.aggregate_id, event.aggregate_version)
+        current = self._current_versions(conn, list(first))
+        for aggregate_id, version in first.items():
+            actual = current.get(aggregate_id, 0)
+            if version != actual + 1:
+                raise ConcurrencyError(
+                    f"{aggregate_id}: expected version {version - 1}, the log is at version {actual}"
+                )
+        expected = dict(first)
+        for event in events:
+            if event.aggregate_version != expected[event.aggregate_id]:
+                raise ConcurrencyError(
+                    f"{event.aggregate_id}: versions in one batch must follow each other "
+                    f"(got {event.aggregate_version}, expected {expected[event.aggregate_id]})"
+                )
+            expected[event.aggregate_id] += 1
+
+    def _current_versions(self, conn: Connection, aggregate_ids: list[str]) -> dict[str, int]:
+        versions: dict[str, int] = {}
+        for chunk in _chunks(aggregate_ids):
+            query = (
+                sa.select(events_table.c.aggregate_id, sa.func.max(events_table.c.aggregate_version))
+                .where(events_table.c.aggregate_id.in_(chunk))
+                .group_by(events_table.c.aggregate_id)
+            )
+            versions.update({row[0]: row[1] for row in conn.execute(query)})
+        return versions
+
+    def read_aggregate(self, aggregate_id: str, conn: Connection | None = None) -> list[DomainEvent]:
+        return self.read_aggregates([aggregate_id], conn)[aggregate_id]
+
+    def read_aggregates(
+        self, aggregate_ids: Sequence[str], conn: Connection | None = None
+    ) -> dict[str, list[DomainEvent]]:
+        """The events of each aggregate, oldest first (an empty list for one never written)."""
+        if conn is None:
+            with self.engine.connect() as own:
+                return self.read_aggregates(aggregate_ids, own)
+        found: dict[str, list[DomainEvent]] = defaultdict(list)
+        for chunk in _chunks(list(aggregate_ids)):
+            query = (
+                sa.select(events_table)
+                .where(events_table.c.aggregate_id.in_(chunk))
+                .order_by(events_table.c.aggregate_id, events_table.c.aggregate_version)
+            )
+            for row in conn.execute(query):
+                found[row.aggregate_id].append(self._decode(row).event)
+        return {aggregate_id: found.get(aggregate_id, []) for aggregate_id in aggregate_ids}
+
+    def read_all(
+        self,
+        after: int = 0,
+        *,
+        limit: int | None = None,
+        until: datetime | None = None,
+        conn: Connection | None = None,
+        batch_size: int = 2000,
+    ) -> Iterator[StoredEvent]:
+        """Events after ``position`` in log order; ``until`` stops at the first recorded later."""
+        if conn is None:
+            with self.engine.connect() as own:
+                yield from self.read_all(after, limit=limit, until=until, conn=own, batch_size=batch_size)
+            return
+        remaining = limit
+        position = after
+        while remaining is None or remaining > 0:
+            size = batch_size if remaining is None else min(batch_size, remaining)
+            query = (
+                sa.select(events_table)
+                .where(events_table.c.position > position)
+                .order_by(events_table.c.position)
+                .limit(size)
+            )
+            if until is not None:
+                query = query.where(events_table.c.recorded_at <= until)
+            rows = conn.execute(query).all()
+            for row in rows:
+                yield self._decode(row)
+            if len(rows) < size:
+                return
+            position = rows[-1].position
+            if remaining is not None:
+                remaining -= len(rows)
+
+    def last_position(self, conn: Connection | None = None) -> int:
+        if conn is None:
+            with self.engine.connect() as own:
+                return self.last_position(own)
+        return conn.execute(sa.select(sa.func.coalesce(sa.func.max(events_table.c.position), 0))).scalar_one()
+
+    def _decode(self, row: Any) -> StoredEvent:
+        record = EventRecord(
+            event_id=row.event_id,
+            type=row.type,
+            schema_version=row.schema_version,
+            aggregate_id=row.aggregate_id,
+            aggregate_version=row.aggregate_version,
+            occurred_at=_utc(row.occurred_at),
+            actor=row.actor,
+            payload=row.payload,
+            position=row.position,
+        )
+        return StoredEvent(row.position, _utc(row.recorded_at), from_record(record, self.registry))
