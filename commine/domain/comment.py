@@ -71,7 +71,8 @@ def _reject_unknown(data: dict[str, Any], allowed: set[str], field: str) -> None
 
 def _comment_id(value: Any) -> str:
     ident = _string(value, "id", MAX_ID_LENGTH, required=True)
-    assert ident is not None
+    if ident is None or not ident.strip():
+        raise CommentError("id", "is required and may not be blank")
     if not ident.isascii() or not ident.isprintable():
         raise CommentError("id", "must be printable ASCII")
     return ident
@@ -137,6 +138,13 @@ def _message(value: Any, field: str) -> dict[str, Any]:
     return message
 
 
+def _finite(number: int | float) -> bool:
+    try:
+        return math.isfinite(number)
+    except OverflowError:  # an int too large for a float
+        return False
+
+
 def _user_properties(value: Any) -> dict[str, Any]:
     if value is None:
         return {}
@@ -155,8 +163,8 @@ def _user_properties(value: Any) -> dict[str, Any]:
             if text is not None and text.strip():
                 out[key] = text
         else:
-            if isinstance(item, bool) or not isinstance(item, int | float) or not math.isfinite(item):
-                raise CommentError(field, f"must be a finite number, got {item!r}")
+            if isinstance(item, bool) or not isinstance(item, int | float) or not _finite(item):
+                raise CommentError(field, f"must be a finite number, got {str(item)[:40]}")
             out[key] = item
     return out
 

@@ -33,8 +33,8 @@ from commine.events import (
     StreamCreated,
 )
 from commine.persistence import schema as t
-from commine.persistence.engine import is_sqlite
 from commine.persistence.store import EventStore, StoredEvent
+from commine.persistence.tracking import lock_position, save_position
 
 #: Name of the checkpoint row shared by the projections below.
 CHECKPOINT = "projections"
@@ -47,7 +47,10 @@ def upsert(conn: Connection, table: sa.Table, rows: list[dict[str, Any]], keys: 
     insert = sqlite.insert if conn.dialect.name == "sqlite" else postgresql.insert
     statement = insert(table)
     updates = {c: statement.excluded[c] for c in rows[0] if c not in keys and c != "created_at"}
-    conn.execute(statement.on_conflict_do_update(index_elements=keys, set_=updates), rows)
+    if updates:
+        conn.execute(statement.on_conflict_do_update(index_elements=keys, set_=updates), rows)
+    else:
+        conn.execute(statement.on_conflict_do_nothing(index_elements=keys), rows)
 
 
 def _messages(conn: Connection, batch: list[StoredEvent]) -> None:
@@ -244,29 +247,17 @@ def apply(conn: Connection, batch: list[StoredEvent]) -> None:
         projector(conn, batch)
 
 
-def _checkpoint(conn: Connection, name: str) -> int:
-    """The checkpoint's position, locked until the transaction ends (created at 0 if missing)."""
-    insert = sqlite.insert if conn.dialect.name == "sqlite" else postgresql.insert
-    conn.execute(insert(t.checkpoints).values(name=name, position=0).on_conflict_do_nothing())
-    query = sa.select(t.checkpoints.c.position).where(t.checkpoints.c.name == name)
-    if not is_sqlite(conn.engine):
-        query = query.with_for_update()
-    return int(conn.execute(query).scalar_one())
-
-
 def catch_up(store: EventStore, *, batch_size: int = 2000) -> int:
     """Apply every event after the checkpoint; returns how many were applied."""
     applied = 0
     while True:
         with store.transaction() as conn:
-            position = _checkpoint(conn, CHECKPOINT)
+            position = lock_position(conn, CHECKPOINT, t.checkpoints)
             batch = list(store.read_all(position, limit=batch_size, conn=conn, batch_size=batch_size))
             if not batch:
                 return applied
             apply(conn, batch)
-            conn.execute(
-                t.checkpoints.update().where(t.checkpoints.c.name == CHECKPOINT).values(position=batch[-1].position)
-            )
+            save_position(conn, CHECKPOINT, batch[-1].position, t.checkpoints)
             applied += len(batch)
 
 

@@ -166,3 +166,12 @@ streams = sa.Table(
 )
 
 PROJECTION_TABLES = [t for t in projection_metadata.sorted_tables if t.name != "checkpoints"]
+
+#: Positions up to which a handler with effects outside the read models (the event relay, and
+#: later prediction and stream routing) has processed the log.
+tracking = sa.Table(
+    "tracking",
+    log_metadata,
+    sa.Column("name", sa.String(64), primary_key=True),
+    sa.Column("position", sa.BigInteger, nullable=False),
+)

@@ -42,6 +42,11 @@ def upgrade() -> None:
     sa.Column('recorded_at', sa.DateTime(timezone=True), nullable=False),
     sa.PrimaryKeyConstraint('batch_id')
     )
+    op.create_table('tracking',
+    sa.Column('name', sa.String(length=64), nullable=False),
+    sa.Column('position', sa.BigInteger(), nullable=False),
+    sa.PrimaryKeyConstraint('name')
+    )
     op.create_table('annotations',
     sa.Column('dataset_id', sa.String(length=16), nullable=False),
     sa.Column('uid', sa.String(length=1100), nullable=False),
@@ -154,6 +159,7 @@ def downgrade() -> None:
     op.drop_table('dataset_sources')
     op.drop_table('checkpoints')
     op.drop_table('annotations')
+    op.drop_table('tracking')
     op.drop_table('ingest_receipts')
     op.drop_table('events')
     # ### end Alembic commands ###

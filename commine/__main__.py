@@ -1,0 +1,3 @@
+from commine.scripts.cli import main
+
+main()

@@ -1,0 +1,141 @@
+"""The service layer for administrative commands: load, decide, append, retrying on conflict.
+
+Creating projects, sources and datasets is low-volume and interactive, so these commands append
+directly to the store (the person waiting gets the error at once) rather than going through the
+broker; the events they produce reach every other handler through the log like any other.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Callable
+from typing import TypeVar
+
+from commine.domain.aggregate import Aggregate
+from commine.domain.dataset import Dataset, dataset_aggregate_id
+from commine.domain.errors import NotFound
+from commine.domain.names import check_project_name, split_full_name
+from commine.domain.project import Project, project_aggregate_id
+from commine.domain.source import Source, source_aggregate_id
+from commine.persistence.store import ConcurrencyError, EventStore
+
+A = TypeVar("A", bound=Aggregate)
+
+#: Attempts of a command that keeps losing optimistic-concurrency races.
+ATTEMPTS = 5
+
+
+def load(store: EventStore, cls: type[A], aggregate_id: str) -> A:
+    return cls.replay(aggregate_id, store.read_aggregate(aggregate_id))
+
+
+def run(store: EventStore, cls: type[A], aggregate_id: str, command: Callable[[A], None]) -> A:
+    """Load an aggregate, apply ``command`` and append its events; retry on a lost race."""
+    for attempt in range(ATTEMPTS):
+        aggregate = load(store, cls, aggregate_id)
+        command(aggregate)
+        try:
+            store.append(aggregate.collect())
+            return aggregate
+        except ConcurrencyError:
+            if attempt == ATTEMPTS - 1:
+                raise
+    raise AssertionError("unreachable")
+
+
+def new_id() -> str:
+    """A 16-hex-digit id, the shape Communications Mining gives sources and datasets."""
+    return secrets.token_hex(8)
+
+
+def project_exists(store: EventStore, name: str) -> bool:
+    return load(store, Project, project_aggregate_id(name)).exists
+
+
+def create_project(store: EventStore, name: str, *, title: str = "", description: str = "", actor: str) -> Project:
+    check_project_name(name)
+    return run(
+        store, Project, project_aggregate_id(name), lambda p: p.create(title=title, description=description, actor=actor)
+    )
+
+
+def create_source(
+    store: EventStore,
+    full_name: str,
+    *,
+    title: str = "",
+    description: str = "",
+    language: str = "en",
+    kind: str = "unknown",
+    actor: str,
+) -> Source:
+    project, name = split_full_name("source", full_name)
+    exists = project_exists(store, project)
+    source_id = new_id()
+    return run(
+        store,
+        Source,
+        source_aggregate_id(project, name),
+        lambda s: s.create(
+            source_id=source_id,
+            project_exists=exists,
+            title=title,
+            description=description,
+            language=language,
+            kind=kind,
+            actor=actor,
+        ),
+    )
+
+
+def get_source(store: EventStore, full_name: str) -> Source:
+    """The live source named ``PROJECT/NAME``, or ``NotFound``."""
+    project, name = split_full_name("source", full_name)
+    source = load(store, Source, source_aggregate_id(project, name))
+    if not source.exists or source.purged:
+        raise NotFound(f"source {full_name} does not exist")
+    return source
+
+
+def get_dataset(store: EventStore, full_name: str) -> Dataset:
+    project, name = split_full_name("dataset", full_name)
+    dataset = load(store, Dataset, dataset_aggregate_id(project, name))
+    if not dataset.exists:
+        raise NotFound(f"dataset {full_name} does not exist")
+    return dataset
+
+
+def create_dataset(
+    store: EventStore,
+    full_name: str,
+    *,
+    sources: list[str],
+    title: str = "",
+    description: str = "",
+    has_sentiment: bool = False,
+    actor: str,
+) -> Dataset:
+    project, name = split_full_name("dataset", full_name)
+    exists = project_exists(store, project)
+    source_ids = [get_source(store, s).source_id for s in sources]
+    dataset_id = new_id()
+    return run(
+        store,
+        Dataset,
+        dataset_aggregate_id(project, name),
+        lambda d: d.create(
+            dataset_id=dataset_id,
+            source_ids=source_ids,
+            project_exists=exists,
+            title=title,
+            description=description,
+            has_sentiment=has_sentiment,
+            actor=actor,
+        ),
+    )
+
+
+def add_source_to_dataset(store: EventStore, dataset: str, source: str, *, actor: str) -> Dataset:
+    source_id = get_source(store, source).source_id
+    project, name = split_full_name("dataset", dataset)
+    return run(store, Dataset, dataset_aggregate_id(project, name), lambda d: d.add_source(source_id, actor=actor))

@@ -1,0 +1,210 @@
+"""Ingestion: a batch of comments for one source becomes ``MessageIngested`` events.
+
+Idempotent by (source, comment id): a comment sent again with the same content records nothing
+(``unchanged``), with new content records an update. The batch's events and its receipt are
+committed in one transaction, so a redelivered batch finds its receipt and does nothing, and a
+worker killed before the commit leaves nothing behind for the redelivery to trip over.
+
+The body of an ingest message (the ``ingest`` actor's only argument) is documented in the README::
+
+    {"batch_id": "...", "source": "PROJECT/SOURCE", "actor": "integration:NAME",
+     "comments": [<Communications Mining comment>, ...],
+     "dataset": "PROJECT/DATASET", "annotations": [{"id": "<comment id>", "labels": ["A > B"]}]}
+
+``dataset`` and ``annotations`` are optional (annotated imports).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Connection
+
+from commine.domain.annotation import Annotation, annotation_aggregate_id
+from commine.domain.comment import normalise_comment
+from commine.domain.dataset import Dataset, dataset_aggregate_id
+from commine.domain.errors import CommentError, DomainError
+from commine.domain.message import NEW, UNCHANGED, UPDATED, Message, message_aggregate_id
+from commine.domain.names import split_full_name
+from commine.domain.source import Source, source_aggregate_id
+from commine.events import DomainEvent
+from commine.persistence.schema import ingest_receipts
+from commine.persistence.store import ConcurrencyError, EventStore
+
+#: Comments one ingest message may carry; the reference allows 16,384 per sync request.
+MAX_BATCH = 16384
+ATTEMPTS = 8
+
+
+class MalformedMessage(ValueError):
+    """An ingest message that no retry can fix; it goes to the dead-letter queue with this reason."""
+
+
+@dataclass
+class Receipt:
+    """What one batch did: counts, and each rejected comment with its reason."""
+
+    batch_id: str
+    source_id: str
+    new: int = 0
+    updated: int = 0
+    unchanged: int = 0
+    rejected: int = 0
+    errors: list[dict[str, Any]] = field(default_factory=list)
+
+    def as_row(self) -> dict[str, Any]:
+        return {
+            "batch_id": self.batch_id,
+            "source_id": self.source_id,
+            "new": self.new,
+            "updated": self.updated,
+            "unchanged": self.unchanged,
+            "rejected": self.rejected,
+            "errors": self.errors,
+            "recorded_at": datetime.now(UTC),
+        }
+
+
+@dataclass(frozen=True)
+class IngestBatch:
+    batch_id: str
+    source: str
+    actor: str
+    comments: list[Any]
+    dataset: str | None
+    annotations: dict[str, list[str]]
+
+
+def parse_batch(body: Any) -> IngestBatch:
+    """Check the envelope of an ingest message; comment-level problems are reported per comment."""
+    if not isinstance(body, dict):
+        raise MalformedMessage("an ingest message must be a JSON object")
+    missing = [k for k in ("batch_id", "source", "comments") if k not in body]
+    if missing:
+        raise MalformedMessage(f"an ingest message needs the field(s): {', '.join(missing)}")
+    unknown = set(body) - {"batch_id", "source", "actor", "comments", "dataset", "annotations"}
+    if unknown:
+        raise MalformedMessage(f"unknown field(s) in ingest message: {', '.join(sorted(unknown))}")
+    batch_id, comments = body["batch_id"], body["comments"]
+    if not isinstance(batch_id, str) or not 0 < len(batch_id) <= 64:
+        raise MalformedMessage("batch_id must be a string of 1-64 characters")
+    if not isinstance(comments, list) or len(comments) > MAX_BATCH:
+        raise MalformedMessage(f"comments must be a list of at most {MAX_BATCH} comments")
+    try:
+        split_full_name("source", str(body["source"]))
+        if body.get("dataset") is not None:
+            split_full_name("dataset", str(body["dataset"]))
+    except DomainError as exc:
+        raise MalformedMessage(str(exc)) from None
+    annotations: dict[str, list[str]] = {}
+    for item in body.get("annotations") or []:
+        if not isinstance(item, dict) or not isinstance(item.get("labels"), list):
+            raise MalformedMessage('each annotation must be {"id": ..., "labels": [...]}')
+        annotations[str(item.get("id"))] = [str(label) for label in item["labels"]]
+    if annotations and not body.get("dataset"):
+        raise MalformedMessage("annotations need a dataset")
+    return IngestBatch(
+        batch_id=batch_id,
+        source=str(body["source"]),
+        actor=str(body.get("actor") or "integration"),
+        comments=comments,
+        dataset=body.get("dataset"),
+        annotations=annotations,
+    )
+
+
+def find_receipt(conn: Connection, batch_id: str) -> Receipt | None:
+    row = conn.execute(sa.select(ingest_receipts).where(ingest_receipts.c.batch_id == batch_id)).first()
+    if row is None:
+        return None
+    return Receipt(row.batch_id, row.source_id, row.new, row.updated, row.unchanged, row.rejected, list(row.errors))
+
+
+def _save_receipt(conn: Connection, receipt: Receipt) -> None:
+    insert = sqlite.insert if conn.dialect.name == "sqlite" else postgresql.insert
+    conn.execute(insert(ingest_receipts).values(**receipt.as_row()).on_conflict_do_nothing())
+
+
+def handle_ingest(store: EventStore, body: Any) -> Receipt:
+    """Store one ingest batch; returns its receipt (the first one, for a redelivered batch)."""
+    batch = parse_batch(body)
+    for attempt in range(ATTEMPTS):
+        try:
+            with store.transaction() as conn:
+                receipt = find_receipt(conn, batch.batch_id)
+                if receipt is not None:
+                    return receipt
+                receipt, events = _decide(store, conn, batch)
+                store.append(events, conn)
+                _save_receipt(conn, receipt)
+                return receipt
+        except ConcurrencyError:
+            # Another worker wrote one of these messages first: decide again on its version.
+            if attempt == ATTEMPTS - 1:
+                raise
+    raise AssertionError("unreachable")
+
+
+def _decide(store: EventStore, conn: Connection, batch: IngestBatch) -> tuple[Receipt, list[DomainEvent]]:
+    project, name = split_full_name("source", batch.source)
+    source = Source.replay(source_aggregate_id(project, name), store.read_aggregate(source_aggregate_id(project, name), conn))
+    if not source.exists or source.purged:
+        raise MalformedMessage(f"source {batch.source} does not exist")
+    receipt = Receipt(batch.batch_id, source.source_id)
+    accepted: list[tuple[str, dict[str, Any]]] = []
+    for index, raw in enumerate(batch.comments):
+        try:
+            comment = normalise_comment(raw)
+        except CommentError as exc:
+            receipt.rejected += 1
+            ident = raw.get("id") if isinstance(raw, dict) else None
+            receipt.errors.append({"index": index, "id": ident, "field": exc.field, "reason": exc.reason})
+            continue
+        accepted.append((message_aggregate_id(source.source_id, comment["id"]), comment))
+    loaded = store.read_aggregates(sorted({aggregate_id for aggregate_id, _ in accepted}), conn)
+    messages = {aggregate_id: Message.replay(aggregate_id, events) for aggregate_id, events in loaded.items()}
+    events: list[DomainEvent] = []
+    for aggregate_id, comment in accepted:
+        change = messages[aggregate_id].ingest(comment, actor=batch.actor)
+        if change == NEW:
+            receipt.new += 1
+        elif change == UPDATED:
+            receipt.updated += 1
+        else:
+            assert change == UNCHANGED
+            receipt.unchanged += 1
+    for message in messages.values():
+        events.extend(message.collect())
+    if batch.dataset and batch.annotations:
+        events.extend(_annotate(store, conn, batch, source.source_id))
+    return receipt, events
+
+
+def _annotate(store: EventStore, conn: Connection, batch: IngestBatch, source_id: str) -> list[DomainEvent]:
+    assert batch.dataset is not None
+    project, name = split_full_name("dataset", batch.dataset)
+    dataset_id = dataset_aggregate_id(project, name)
+    dataset = Dataset.replay(dataset_id, store.read_aggregate(dataset_id, conn))
+    if not dataset.exists:
+        raise MalformedMessage(f"dataset {batch.dataset} does not exist")
+    if source_id not in dataset.source_ids:
+        raise MalformedMessage(f"source {batch.source} is not in dataset {batch.dataset}")
+    uids = {comment_id: f"{source_id}.{comment_id}" for comment_id in batch.annotations}
+    ids = [annotation_aggregate_id(dataset.dataset_id, uid) for uid in uids.values()]
+    loaded = store.read_aggregates(ids, conn)
+    events: list[DomainEvent] = []
+    for comment_id, labels in batch.annotations.items():
+        try:
+            for label in labels:
+                dataset.define_label(label, actor=batch.actor)
+            aggregate_id = annotation_aggregate_id(dataset.dataset_id, uids[comment_id])
+            annotation = Annotation.replay(aggregate_id, loaded[aggregate_id])
+            annotation.label(labels, actor=batch.actor)
+            events.extend(annotation.collect())
+        except DomainError as exc:
+            raise MalformedMessage(f"annotation of {comment_id!r}: {exc}") from None
+    return dataset.collect() + events

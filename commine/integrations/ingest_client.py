@@ -1,0 +1,80 @@
+"""The client side of ingestion: publish comment batches to the broker, wait for their receipts.
+
+Any integration (CSV upload, a mailbox sync) sends through this; the batch ids it gets back are
+how it learns, from the receipts the workers commit, what became new, updated or unchanged.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import sqlalchemy as sa
+
+from commine.bootstrap import App
+from commine.handlers.ingest import Receipt, find_receipt
+from commine.persistence.schema import ingest_receipts
+
+
+class IngestTimeout(TimeoutError):
+    """The workers did not store every batch in time (is a worker running?)."""
+
+
+def make_body(
+    source: str,
+    comments: Sequence[dict[str, Any]],
+    *,
+    actor: str,
+    dataset: str | None = None,
+    annotations: dict[str, list[str]] | None = None,
+) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "batch_id": uuid.uuid4().hex,
+        "source": source,
+        "actor": actor,
+        "comments": list(comments),
+    }
+    if dataset:
+        body["dataset"] = dataset
+        body["annotations"] = [{"id": k, "labels": v} for k, v in (annotations or {}).items()]
+    return body
+
+
+def send(app: App, body: dict[str, Any]) -> str:
+    """Publish one ingest batch (confirmed by the broker); returns its batch id."""
+    app.actors.ingest.send(body)
+    return str(body["batch_id"])
+
+
+def wait_for_receipts(
+    app: App,
+    batch_ids: Sequence[str],
+    *,
+    timeout: float = 600.0,
+    progress: Callable[[int], None] | None = None,
+) -> list[Receipt]:
+    """Block until every batch has a receipt; ``progress`` is told how many arrived each poll."""
+    pending = set(batch_ids)
+    found: dict[str, Receipt] = {}
+    deadline = time.monotonic() + timeout
+    while pending:
+        with app.engine.connect() as conn:
+            ids = list(pending)
+            for start in range(0, len(ids), 500):
+                rows = conn.execute(
+                    sa.select(ingest_receipts.c.batch_id).where(ingest_receipts.c.batch_id.in_(ids[start : start + 500]))
+                ).scalars()
+                for batch_id in rows:
+                    receipt = find_receipt(conn, batch_id)
+                    assert receipt is not None
+                    found[batch_id] = receipt
+                    pending.discard(batch_id)
+                    if progress:
+                        progress(1)
+        if pending:
+            if time.monotonic() > deadline:
+                raise IngestTimeout(f"{len(pending)} of {len(batch_ids)} batches not stored after {timeout:.0f} s")
+            time.sleep(0.1)
+    return [found[b] for b in batch_ids]

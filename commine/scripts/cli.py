@@ -1,0 +1,290 @@
+"""The ``commine`` command: administration, upload, worker, status, replay, demo and benchmarks."""
+
+from __future__ import annotations
+
+import getpass
+import json
+import sys
+from datetime import datetime
+from typing import Any
+
+import click
+
+from commine.domain.comment import parse_timestamp
+from commine.domain.errors import CommentError, DomainError
+from commine.settings import Settings, load_settings
+
+
+def actor_name() -> str:
+    """Who is acting, for the log: the operating-system user of the CLI."""
+    try:
+        return f"user:{getpass.getuser()}"
+    except Exception:
+        return "user:unknown"
+
+
+class Context:
+    """Settings, and the app built from them on first use."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self._app: Any = None
+
+    @property
+    def app(self) -> Any:
+        if self._app is None:
+            from commine.bootstrap import bootstrap
+
+            self._app = bootstrap(self.settings)
+        return self._app
+
+    @property
+    def store(self) -> Any:
+        if self._app is not None:
+            return self._app.store
+        from commine.bootstrap import open_store
+
+        return open_store(self.settings)
+
+
+pass_context = click.make_pass_decorator(Context)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option(
+    "--embedded",
+    is_flag=True,
+    envvar="COMMINE_EMBEDDED",
+    help="Run on SQLite and the in-process broker (workers inside this process); no server needed.",
+)
+@click.pass_context
+def cli(ctx: click.Context, embedded: bool) -> None:
+    """commine: turn shared mailboxes, chats and surveys into labelled data and robot work queues."""
+    settings = load_settings()
+    if embedded:
+        settings = settings.with_embedded()
+    ctx.obj = Context(settings)
+
+
+def fail(message: str) -> None:
+    raise click.ClickException(message)
+
+
+@cli.group()
+def projects() -> None:
+    """Projects: the workspaces that own sources and datasets."""
+
+
+@projects.command("add")
+@click.argument("name")
+@click.option("--title", default="")
+@click.option("--description", default="")
+@pass_context
+def projects_add(ctx: Context, name: str, title: str, description: str) -> None:
+    """Create the project NAME."""
+    from commine.handlers.commands import create_project
+
+    try:
+        create_project(ctx.store, name, title=title, description=description, actor=actor_name())
+    except DomainError as exc:
+        fail(str(exc))
+    click.echo(f"created project {name}")
+
+
+@cli.group()
+def sources() -> None:
+    """Sources: the channels messages come from."""
+
+
+@sources.command("add")
+@click.argument("full_name", metavar="PROJECT/SOURCE")
+@click.option("--title", default="")
+@click.option("--description", default="")
+@click.option("--language", default="en", show_default=True)
+@pass_context
+def sources_add(ctx: Context, full_name: str, title: str, description: str, language: str) -> None:
+    """Create a source in an existing project."""
+    from commine.handlers.commands import create_source
+
+    try:
+        source = create_source(
+            ctx.store, full_name, title=title, description=description, language=language, actor=actor_name()
+        )
+    except DomainError as exc:
+        fail(str(exc))
+    click.echo(f"created source {full_name} (id {source.source_id})")
+
+
+@cli.group()
+def datasets() -> None:
+    """Datasets: sources grouped under one taxonomy of labels."""
+
+
+@datasets.command("add")
+@click.argument("full_name", metavar="PROJECT/DATASET")
+@click.option("--source", "sources_", multiple=True, metavar="PROJECT/SOURCE", help="Repeat for each source.")
+@click.option("--title", default="")
+@click.option("--description", default="")
+@click.option("--has-sentiment", is_flag=True, help="Every assigned label carries a positive or negative sentiment.")
+@pass_context
+def datasets_add(
+    ctx: Context, full_name: str, sources_: tuple[str, ...], title: str, description: str, has_sentiment: bool
+) -> None:
+    """Create a dataset over one or more sources."""
+    from commine.handlers.commands import create_dataset
+
+    try:
+        dataset = create_dataset(
+            ctx.store,
+            full_name,
+            sources=list(sources_),
+            title=title,
+            description=description,
+            has_sentiment=has_sentiment,
+            actor=actor_name(),
+        )
+    except DomainError as exc:
+        fail(str(exc))
+    click.echo(f"created dataset {full_name} (id {dataset.dataset_id}) over {len(sources_)} source(s)")
+
+
+@cli.command()
+@click.option("--threads", type=int, default=None, help="Worker threads per process [COMMINE_WORKER_THREADS].")
+@click.option("--processes", type=int, default=1, show_default=True, help="Worker processes to start.")
+@pass_context
+def worker(ctx: Context, threads: int | None, processes: int) -> None:
+    """Run the actors that store what was ingested and keep the read models up to date."""
+    if ctx.settings.embedded:
+        fail("the embedded mode runs its workers inside each command; start no worker for it")
+    if processes > 1:
+        argv = ["worker", "--processes", "1"] + (["--threads", str(threads)] if threads else [])
+        sys.exit(_run_processes(argv, processes))
+    from commine.workers.main import run_worker
+
+    run_worker(ctx.app, threads=threads or ctx.settings.worker_threads)
+
+
+def _run_processes(argv: list[str], processes: int) -> int:
+    from commine.workers.main import run_processes
+
+    return run_processes(argv, processes)
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of text.")
+@pass_context
+def status(ctx: Context, as_json: bool) -> None:
+    """Per project, source and dataset: messages, annotations, model version, stream backlogs."""
+    from commine.persistence.projections import catch_up
+    from commine.persistence.readmodels import status as read_status
+
+    store = ctx.store
+    catch_up(store)
+    state = read_status(store.engine)
+    if as_json:
+        click.echo(json.dumps(state, indent=2))
+        return
+    if not state["projects"]:
+        click.echo("no projects yet: commine projects add NAME")
+    for project in state["projects"]:
+        click.echo(f"project {project['name']}")
+        for source in project["sources"]:
+            click.echo(f"  source  {source['name']:<24} {source['messages']:>9} messages")
+        for dataset in project["datasets"]:
+            model = dataset["model_version"] if dataset["model_version"] is not None else "none"
+            click.echo(
+                f"  dataset {dataset['name']:<24} {dataset['messages']:>9} messages "
+                f"{dataset['annotations']:>7} annotated  model {model}"
+            )
+            for stream in dataset["streams"]:
+                click.echo(f"    stream {stream['name']:<22} backlog {stream['backlog']}")
+
+
+def parse_moment(value: str | None) -> datetime | None:
+    if value is None:
+        return None
+    try:
+        return parse_timestamp(value, "--until")
+    except CommentError as exc:
+        raise click.BadParameter(exc.reason) from None
+
+
+@cli.command()
+@click.option("--until", "until", default=None, metavar="ISO-TIME", help="State as it was at this moment.")
+@click.option("--json", "as_json", is_flag=True)
+@pass_context
+def replay(ctx: Context, until: str | None, as_json: bool) -> None:
+    """Rebuild every read model from the log in a fresh schema and print a digest of the state.
+
+    Without --until the digest of the rebuild is compared with the live read models; the
+    command fails if they differ.
+    """
+    from tqdm import tqdm
+
+    from commine.persistence import replay as replaying
+    from commine.persistence.projections import catch_up
+
+    store = ctx.store
+    moment = parse_moment(until)
+    if moment is None:
+        catch_up(store)
+    total = store.last_position()
+    with tqdm(total=total, unit="event", desc="replay", file=sys.stderr, disable=None) as bar:
+        rebuilt = replaying.replay(store, until=moment, progress=bar.update)
+    result: dict[str, Any] = {"until": moment.isoformat() if moment else None, **rebuilt.as_dict()}
+    matches = True
+    if moment is None:
+        live = replaying.digest(store.engine)
+        matches = live.total == rebuilt.total
+        result["live_digest"] = live.total
+        result["matches_live"] = matches
+    if as_json:
+        click.echo(json.dumps(result, indent=2))
+    else:
+        for name, info in result["tables"].items():
+            click.echo(f"{name:<16} {info['rows']:>9} rows  {info['sha256'][:16]}")
+        click.echo(f"digest {rebuilt.total}")
+        if moment is None:
+            click.echo("rebuild equals the live state" if matches else f"MISMATCH: live digest {result['live_digest']}")
+    if not matches:
+        sys.exit(1)
+
+
+@cli.command()
+@click.option("--queue", default="ingest", show_default=True, help="Handler whose dead letters to show.")
+@click.option("--limit", default=20, show_default=True)
+@pass_context
+def deadletters(ctx: Context, queue: str, limit: int) -> None:
+    """Show messages in a handler's dead-letter queue with the reason each was rejected."""
+    from commine.broker.dramatiq_broker import read_dead_letters
+    from commine.broker.topology import queue_name
+
+    if ctx.settings.embedded:
+        fail("the embedded broker keeps no dead letters between commands")
+    letters = read_dead_letters(ctx.settings.amqp_url, queue_name(ctx.settings.queue_prefix, queue), limit=limit)
+    for letter in letters:
+        click.echo(f"{letter.queue}: {letter.reason}  ({len(letter.body)} bytes)")
+    click.echo(f"{len(letters)} dead letter(s) shown")
+
+
+@cli.command()
+@pass_context
+def migrate(ctx: Context) -> None:
+    """Create the database if needed and bring its schema to the newest migration."""
+    store = ctx.store
+    click.echo(f"schema up to date at {store.engine.url.render_as_string(hide_password=True)}")
+
+
+def _register_subcommands() -> None:
+    from commine.scripts import bench, demo, upload
+
+    cli.add_command(upload.upload)
+    cli.add_command(demo.demo)
+    cli.add_command(bench.bench)
+
+
+_register_subcommands()
+
+
+def main() -> None:
+    cli(prog_name="commine")
