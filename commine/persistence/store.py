@@ -79,10 +79,41 @@ class EventStore:
         if not events:
             return []
         self._lock(conn)
+        if self._follows_log(conn, events):
+            # The common case, a batch of new events: one INSERT, no look-ups. A savepoint keeps
+            # the transaction usable if a duplicate id or a taken version makes it fail.
+            try:
+                with conn.begin_nested():
+                    return self._insert(conn, events)
+            except sa.exc.IntegrityError:
+                pass
         fresh = self._without_stored(conn, events)
         if not fresh:
             return []
         self._check_versions(conn, fresh)
+        try:
+            return self._insert(conn, fresh)
+        except sa.exc.IntegrityError as exc:
+            raise ConcurrencyError(f"append conflicted with another writer: {exc.orig}") from None
+
+    def _follows_log(self, conn: Connection, events: Sequence[DomainEvent]) -> bool:
+        """Whether each aggregate's events follow on from each other and, past version 1, the log.
+
+        Version 1 needs no look-up: the unique (aggregate, version) index rejects a second one.
+        """
+        first: dict[str, int] = {}
+        expected: dict[str, int] = {}
+        for event in events:
+            version = expected.setdefault(event.aggregate_id, event.aggregate_version)
+            first.setdefault(event.aggregate_id, event.aggregate_version)
+            if event.aggregate_version != version:
+                return False
+            expected[event.aggregate_id] = version + 1
+        later = [aggregate_id for aggregate_id, version in first.items() if version > 1]
+        current = self._current_versions(conn, later) if later else {}
+        return all(current.get(aggregate_id, 0) == first[aggregate_id] - 1 for aggregate_id in later)
+
+    def _insert(self, conn: Connection, events: Sequence[DomainEvent]) -> list[int]:
         last = conn.execute(
             sa.select(events_table.c.position, events_table.c.recorded_at)
             .order_by(events_table.c.position.desc())
@@ -93,7 +124,7 @@ class EventStore:
         now = datetime.now(UTC)
         recorded_at = max(now, _utc(last.recorded_at)) if last else now
         rows = []
-        for offset, event in enumerate(fresh):
+        for offset, event in enumerate(events):
             record = to_record(event)
             rows.append(
                 {
@@ -109,10 +140,7 @@ class EventStore:
                     "payload": record.payload,
                 }
             )
-        try:
-            conn.execute(events_table.insert(), rows)
-        except sa.exc.IntegrityError as exc:
-            raise ConcurrencyError(f"append conflicted with another writer: {exc.orig}") from None
+        conn.execute(events_table.insert(), rows)
         return [row["position"] for row in rows]
 
     def _lock(self, conn: Connection) -> None:

@@ -1,10 +1,299 @@
-"""``commine bench``: benchmarks that print a one-line JSON summary last."""
+"""``commine bench``: benchmarks that print a one-line JSON summary last.
+
+Each benchmark measures a ceiling in the same run, because this machine is shared and noisy:
+only the ratio of two figures taken minutes apart on the same machine means much.
+"""
 
 from __future__ import annotations
 
+import json
+import multiprocessing
+import os
+import platform
+import random
+import subprocess
+import sys
+import time
+import uuid
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
 import click
+import pika
+import sqlalchemy as sa
+from tqdm import tqdm
+
+from commine.scripts.context import Context, pass_context
+
+WORDS = ["account", "refund", "payment", "card", "transfer", "policy", "claim", "invoice", "charge", "delivery", "order", "cancel", "update", "address", "statement", "balance", "fee", "interest", "premium", "renewal", "document", "request", "confirm", "urgent", "please", "thanks", "number", "reference", "customer", "support", "issue", "problem", "received", "missing", "wrong", "twice", "yesterday", "today", "week", "month"]
+
+
+def machine() -> dict[str, Any]:
+    return {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()}
+
+
+def make_comments(count: int, *, seed: int = 0, size: int = 1000) -> list[dict[str, Any]]:
+    """``count`` comments of about ``size`` bytes of JSON each, deterministic for a seed."""
+    rng = random.Random(seed)
+    start = datetime(2026, 1, 1, tzinfo=UTC)
+    comments = []
+    for i in range(count):
+        words: list[str] = []
+        while sum(len(w) + 1 for w in words) < size - 250:
+            words.append(rng.choice(WORDS))
+        comments.append(
+            {
+                "id": f"bench-{i:08d}",
+                "timestamp": (start + timedelta(seconds=i)).isoformat().replace("+00:00", "Z"),
+                "messages": [
+                    {
+                        "from": f"customer{rng.randrange(10_000)}@example.com",
+                        "to": ["support@example.com"],
+                        "subject": {"text": " ".join(rng.choice(WORDS) for _ in range(6))},
+                        "body": {"text": " ".join(words)},
+                    }
+                ],
+                "user_properties": {"string:Region": rng.choice(["north", "south", "east", "west"])},
+            }
+        )
+    return comments
+
+
+def chunks(items: list[Any], size: int) -> list[list[Any]]:
+    return [items[i : i + size] for i in range(0, len(items), size)]
+
+
+# --- the ceiling: a bare pika publisher with confirms and bare consumers doing batched inserts ---
+
+
+def _ceiling_consumer(amqp_url: str, queue: str, database_url: str, stop_after: int) -> None:
+    """Consume batches, insert their rows into ``events`` in one transaction each, then ack."""
+    from commine.persistence.engine import make_engine
+    from commine.persistence.schema import events
+
+    engine = make_engine(database_url)
+    connection = pika.BlockingConnection(pika.URLParameters(amqp_url))
+    channel = connection.channel()
+    channel.basic_qos(prefetch_count=4)
+    done = 0
+    for method, _properties, body in channel.consume(queue, inactivity_timeout=30):
+        if method is None:
+            break
+        batch = json.loads(body)
+        now = datetime.now(UTC)
+        rows = [
+            {
+                "position": batch["first"] + i,
+                "event_id": uuid.uuid4(),
+                "aggregate_id": f"message:{batch['source_id']}/{c['id']}",
+                "aggregate_version": 1,
+                "type": "MessageIngested",
+                "schema_version": 1,
+                "occurred_at": now,
+                "recorded_at": now,
+                "actor": "bench",
+                "payload": {"comment": c},
+            }
+            for i, c in enumerate(batch["comments"])
+        ]
+        with engine.begin() as conn:
+            conn.execute(events.insert(), rows)
+        channel.basic_ack(method.delivery_tag)
+        done += len(rows)
+        if done >= stop_after:
+            break
+    connection.close()
+    engine.dispose()
+
+
+def _count_events(database_url: str) -> int:
+    from commine.persistence.engine import make_engine
+
+    engine = make_engine(database_url)
+    try:
+        with engine.connect() as conn:
+            return int(conn.execute(sa.text("SELECT count(*) FROM events")).scalar_one())
+    finally:
+        engine.dispose()
+
+
+def _wait(label: str, total: int, current: Any, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    with tqdm(total=total, desc=label, unit="msg", file=sys.stderr, disable=None) as bar:
+        while True:
+            value = current()
+            bar.update(value - bar.n)
+            if value >= total:
+                return
+            if time.monotonic() > deadline:
+                raise click.ClickException(f"{label}: only {value} of {total} after {timeout:.0f} s")
+            time.sleep(0.05)
+
+
+def run_ceiling(settings: Any, comments: list[dict[str, Any]], consumers: int, batch_size: int) -> float:
+    """Messages per second through a bare publisher and bare batched-insert consumers."""
+    from commine.persistence.engine import drop_database, ensure_database, make_engine, migrate
+
+    url = _scratch_database(settings.database_url, "ceiling")
+    queue = f"bench{uuid.uuid4().hex[:8]}.ceiling"
+    ensure_database(url)
+    engine = make_engine(url)
+    migrate(engine)
+    engine.dispose()
+    connection = pika.BlockingConnection(pika.URLParameters(settings.amqp_url))
+    channel = connection.channel()
+    channel.queue_declare(queue, durable=True)
+    channel.confirm_delivery()
+    batches = chunks(comments, batch_size)
+    shares = [len(batches[i::consumers]) * batch_size for i in range(consumers)]
+    context = multiprocessing.get_context("spawn")
+    workers = [
+        context.Process(target=_ceiling_consumer, args=(settings.amqp_url, queue, url, share))
+        for share in shares
+    ]
+    try:
+        for process in workers:
+            process.start()
+        time.sleep(2)  # let the consumers connect, as the workers do before the end-to-end run
+        started = time.perf_counter()
+        properties = pika.BasicProperties(delivery_mode=2)
+        for index, batch in enumerate(batches):
+            body = json.dumps({"first": index * batch_size + 1, "source_id": "0" * 16, "comments": batch})
+            channel.basic_publish("", queue, body.encode(), properties, mandatory=True)
+        _wait("ceiling", len(comments), lambda: _count_events(url), timeout=1800)
+        elapsed = time.perf_counter() - started
+    finally:
+        for process in workers:
+            process.terminate()
+            process.join()
+        channel.queue_delete(queue)
+        connection.close()
+        drop_database(url)
+    return len(comments) / elapsed
+
+
+def _scratch_database(url: str, tag: str) -> str:
+    base = sa.engine.make_url(url)
+    return base.set(database=f"commine_bench_{tag}_{uuid.uuid4().hex[:8]}").render_as_string(hide_password=False)
+
+
+# --- end to end: the integration publishes onto RabbitMQ, commine workers store it ---
+
+
+def run_end_to_end(
+    settings: Any, comments: list[dict[str, Any]], workers: int, batch_size: int
+) -> tuple[float, float]:
+    """Messages per second stored (events committed) and projected (read model caught up)."""
+    from commine.bootstrap import bootstrap
+    from commine.handlers.commands import create_project, create_source
+    from commine.integrations.ingest_client import make_body, send, wait_for_receipts
+    from commine.persistence.engine import drop_database
+    from commine.persistence.schema import checkpoints
+
+    url = _scratch_database(settings.database_url, "e2e")
+    prefix = f"bench{uuid.uuid4().hex[:8]}"
+    settings = replace(settings, database_url=url, queue_prefix=prefix, embedded=False)
+    app = bootstrap(settings)
+    create_project(app.store, "bench", actor="bench")
+    create_source(app.store, "bench/inbox", actor="bench")
+    env = {**os.environ, "COMMINE_DATABASE_URL": url, "COMMINE_QUEUE_PREFIX": prefix}
+    env.pop("COMMINE_EMBEDDED", None)
+    procs = [
+        subprocess.Popen([sys.executable, "-m", "commine", "worker"], env=env, stdout=subprocess.DEVNULL)
+        for _ in range(workers)
+    ]
+    try:
+        _wait_for_consumers(settings.amqp_url, f"{prefix}.ingest", workers)
+        bodies = [make_body("bench/inbox", batch, actor="integration:bench") for batch in chunks(comments, batch_size)]
+        started = time.perf_counter()
+        batch_ids = [send(app, body) for body in bodies]
+        with tqdm(total=len(batch_ids), desc="end to end", unit="batch", file=sys.stderr, disable=None) as bar:
+            wait_for_receipts(app, batch_ids, timeout=1800, progress=bar.update)
+        stored = time.perf_counter() - started
+        last = app.store.last_position()
+
+        def projected() -> int:
+            with app.engine.connect() as conn:
+                position = conn.execute(sa.select(checkpoints.c.position)).scalar() or 0
+            return min(len(comments), max(0, int(position) - (last - len(comments))))
+
+        _wait("projected", len(comments), projected, timeout=1800)
+        projected_time = time.perf_counter() - started
+    finally:
+        for proc in procs:
+            proc.terminate()
+        for proc in procs:
+            proc.wait(timeout=60)
+        _delete_queues(settings.amqp_url, prefix)
+        app.close()
+        drop_database(url)
+    return len(comments) / stored, len(comments) / projected_time
+
+
+def _wait_for_consumers(amqp_url: str, queue: str, expected: int, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    connection = pika.BlockingConnection(pika.URLParameters(amqp_url))
+    try:
+        channel = connection.channel()
+        while time.monotonic() < deadline:
+            try:
+                declared = channel.queue_declare(queue, passive=True)
+                if declared.method.consumer_count >= expected:
+                    return
+            except pika.exceptions.ChannelClosedByBroker:
+                channel = connection.channel()
+            time.sleep(0.2)
+    finally:
+        connection.close()
+    raise click.ClickException(f"workers did not start consuming {queue} within {timeout:.0f} s")
+
+
+def _delete_queues(amqp_url: str, prefix: str) -> None:
+    from commine.broker.topology import HANDLERS, events_exchange, queue_name
+
+    connection = pika.BlockingConnection(pika.URLParameters(amqp_url))
+    channel = connection.channel()
+    for handler in HANDLERS:
+        for suffix in ("", ".DQ", ".XQ"):
+            channel.queue_delete(queue_name(prefix, handler) + suffix)
+    channel.exchange_delete(events_exchange(prefix))
+    connection.close()
 
 
 @click.group()
 def bench() -> None:
     """Measure throughput against a ceiling taken in the same run."""
+
+
+@bench.command("ingest")
+@click.option("--messages", default=100_000, show_default=True, help="Comments of about 1 KB to ingest.")
+@click.option("--workers", default=2, show_default=True, help="Worker processes (and ceiling consumers).")
+@click.option("--batch-size", default=None, type=int, help="Comments per broker message [COMMINE_INGEST_BATCH_SIZE].")
+@pass_context
+def bench_ingest(ctx: Context, messages: int, workers: int, batch_size: int | None) -> None:
+    """End-to-end ingestion (RabbitMQ -> workers -> PostgreSQL) against a bare pika + INSERT ceiling."""
+    settings = ctx.settings
+    if settings.embedded:
+        raise click.ClickException("bench ingest measures the real services; run it without --embedded")
+    size = batch_size or settings.ingest_batch_size
+    comments = make_comments(messages)
+    average = sum(len(json.dumps(c)) for c in comments[:1000]) / min(1000, len(comments))
+    click.echo(f"{messages} comments of {average:.0f} bytes, batches of {size}, {workers} worker process(es)")
+    ceiling = run_ceiling(settings, comments, workers, size)
+    click.echo(f"ceiling (bare pika publisher with confirms + batched INSERT consumers): {ceiling:,.0f} msg/s")
+    stored, projected = run_end_to_end(settings, comments, workers, size)
+    click.echo(f"end to end, stored as events: {stored:,.0f} msg/s; read model caught up: {projected:,.0f} msg/s")
+    summary = {
+        "benchmark": "ingest",
+        "messages": messages,
+        "bytes_per_message": round(average),
+        "batch_size": size,
+        "workers": workers,
+        "end_to_end_per_s": round(stored),
+        "projected_per_s": round(projected),
+        "ceiling_per_s": round(ceiling),
+        "ratio": round(stored / ceiling, 3),
+        "machine": machine(),
+    }
+    click.echo(json.dumps(summary))

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import getpass
 import json
 import sys
 from datetime import datetime
@@ -12,42 +11,8 @@ import click
 
 from commine.domain.comment import parse_timestamp
 from commine.domain.errors import CommentError, DomainError
-from commine.settings import Settings, load_settings
-
-
-def actor_name() -> str:
-    """Who is acting, for the log: the operating-system user of the CLI."""
-    try:
-        return f"user:{getpass.getuser()}"
-    except Exception:
-        return "user:unknown"
-
-
-class Context:
-    """Settings, and the app built from them on first use."""
-
-    def __init__(self, settings: Settings) -> None:
-        self.settings = settings
-        self._app: Any = None
-
-    @property
-    def app(self) -> Any:
-        if self._app is None:
-            from commine.bootstrap import bootstrap
-
-            self._app = bootstrap(self.settings)
-        return self._app
-
-    @property
-    def store(self) -> Any:
-        if self._app is not None:
-            return self._app.store
-        from commine.bootstrap import open_store
-
-        return open_store(self.settings)
-
-
-pass_context = click.make_pass_decorator(Context)
+from commine.scripts.context import Context, actor_name, fail, pass_context
+from commine.settings import load_settings
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -64,10 +29,6 @@ def cli(ctx: click.Context, embedded: bool) -> None:
     if embedded:
         settings = settings.with_embedded()
     ctx.obj = Context(settings)
-
-
-def fail(message: str) -> None:
-    raise click.ClickException(message)
 
 
 @cli.group()

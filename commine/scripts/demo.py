@@ -11,7 +11,7 @@ from pathlib import Path
 import click
 
 from commine.integrations.csv_import import ColumnMapping
-from commine.scripts.cli import Context, actor_name, pass_context
+from commine.scripts.context import Context, actor_name, pass_context
 from commine.scripts.sample_mail import generate, to_csv_rows
 
 PROJECT, SOURCE, DATASET = "demo", "demo/support-inbox", "demo/support"

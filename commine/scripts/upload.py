@@ -12,7 +12,7 @@ import click
 from tqdm import tqdm
 
 from commine.integrations.csv_import import ColumnMapping, CsvError, CsvFileError, CsvRow, read_csv
-from commine.scripts.cli import Context, actor_name, fail, pass_context
+from commine.scripts.context import Context, actor_name, fail, pass_context
 
 
 def batches(rows: Iterator[CsvRow | CsvError], size: int, errors: list[CsvError]) -> Iterator[list[CsvRow]]:
