@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 
 import dramatiq
 from sqlalchemy.engine import Engine
@@ -22,8 +23,15 @@ class App:
     store: EventStore
     broker: dramatiq.Broker
     actors: Actors
+    _closers: list[Callable[[], None]] = field(default_factory=list)
+
+    def on_close(self, closer: Callable[[], None]) -> None:
+        """Run ``closer`` when the app closes (in-process workers stop this way)."""
+        self._closers.append(closer)
 
     def close(self) -> None:
+        for closer in reversed(self._closers):
+            closer()
         self.broker.close()
         self.engine.dispose()
 
@@ -33,7 +41,9 @@ def open_store(settings: Settings) -> EventStore:
     ensure_database(settings.database_url)
     engine = make_engine(settings.database_url)
     migrate(engine)
-    return EventStore(engine)
+    from commine.persistence.projections import apply_inline
+
+    return EventStore(engine, inline=apply_inline)
 
 
 def bootstrap(settings: Settings) -> App:

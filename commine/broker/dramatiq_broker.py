@@ -3,8 +3,9 @@
 Dead letters keep their reason. Every message that ends in a handler queue's dead-letter queue
 (``<queue>.XQ``) carries an ``x-commine-reason`` header saying why:
 
-* a body that is not a dramatiq message, or names an actor this worker does not have, is
-  screened out by ``DeadLetteringConsumer`` before dramatiq sees it;
+* a body that is not a dramatiq message, names an actor this worker does not have, or carries
+  arguments that do not fit the actor's signature, is screened out by ``DeadLetteringConsumer``
+  before dramatiq sees it;
 * a message whose actor raised a permanent error (``throws``) or ran out of retries is copied
   there by the ``DeadLetters`` middleware just before dramatiq rejects it.
 
@@ -14,6 +15,7 @@ not dead-lettered a second time without its reason.
 
 from __future__ import annotations
 
+import inspect
 import traceback
 from dataclasses import dataclass
 from typing import Any
@@ -46,8 +48,15 @@ def screen(broker: dramatiq.Broker, body: bytes) -> str | None:
     except Exception as exc:
         cause = exc.__cause__ or exc
         return f"not a dramatiq message: {type(cause).__name__}: {cause}"
-    if message.actor_name not in broker.actors:
+    actor = broker.actors.get(message.actor_name)
+    if actor is None:
         return f"unknown actor {message.actor_name!r}"
+    # Arguments that do not fit the actor raise TypeError on every attempt: dead-letter them now
+    # rather than after the retries meant for transient failures (about ten minutes).
+    try:
+        inspect.signature(actor.fn).bind(*message.args, **message.kwargs)
+    except TypeError as exc:
+        return f"arguments do not fit actor {message.actor_name!r}: {exc}"
     return None
 
 

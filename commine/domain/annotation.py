@@ -30,6 +30,10 @@ def with_ancestors(names: list[str]) -> list[str]:
     return out
 
 
+def _label_set(entries: list[dict[str, Any]]) -> set[tuple[str, str | None]]:
+    return {(entry["name"], entry.get("sentiment")) for entry in entries}
+
+
 class Annotation(Aggregate):
     prefix = "annotation:"
 
@@ -56,12 +60,14 @@ class Annotation(Aggregate):
                 else "this dataset has no sentiment; leave sentiment out"
             )
         names = with_ancestors(assigned)
-        gone = [label_name(d) for d in dismissed or []]
+        gone = list(dict.fromkeys(label_name(d) for d in dismissed or []))
         clash = set(names) & set(gone)
         if clash:
             raise DomainError(f"a label cannot be both assigned and dismissed: {', '.join(sorted(clash))}")
         entries = [{"name": n, "sentiment": sentiment} for n in names]
-        if entries == self.assigned and gone == self.dismissed:
+        # Compared as sets: the same labels sent again in another order (a redelivery, a UI that
+        # sorts differently) are no change and must not record an event.
+        if _label_set(entries) == _label_set(self.assigned) and set(gone) == set(self.dismissed):
             return False
         self.record(LabelApplied, actor, dataset_id=self.dataset_id, uid=self.uid, assigned=entries, dismissed=gone)
         return True

@@ -44,7 +44,10 @@ def parse_timestamp(value: Any, field: str) -> datetime:
         raise CommentError(field, "a time is required (ISO-8601, e.g. 2024-05-01T09:30:00Z)")
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=UTC)
-    return moment.astimezone(UTC)
+    try:
+        return moment.astimezone(UTC)
+    except OverflowError:  # 0001-01-01T00:00:00+01:00 is before datetime.min in UTC
+        raise CommentError(field, f"time out of range once converted to UTC: {value!r}") from None
 
 
 def format_timestamp(moment: datetime) -> str:
@@ -60,7 +63,23 @@ def _string(value: Any, field: str, limit: int, *, required: bool = False) -> st
         raise CommentError(field, f"must be a string, got {type(value).__name__}")
     if len(value) > limit:
         raise CommentError(field, f"is {len(value)} characters long; at most {limit}")
+    _storable(value, field)
     return value
+
+
+def _storable(value: str, field: str) -> None:
+    """Reject text that UTF-8 or PostgreSQL cannot hold.
+
+    A lone surrogate (``json.loads('"\\ud800"')`` makes one) cannot be encoded as UTF-8, so the
+    content hash would crash on it; PostgreSQL's jsonb refuses U+0000, so the append would fail
+    there while SQLite took it. Both are bad input and get a clear error here instead.
+    """
+    if "\x00" in value:
+        raise CommentError(field, "contains a NUL character (U+0000), which cannot be stored")
+    try:
+        value.encode()
+    except UnicodeEncodeError as exc:
+        raise CommentError(field, f"is not valid Unicode (lone surrogate at character {exc.start})") from None
 
 
 def _reject_unknown(data: dict[str, Any], allowed: set[str], field: str) -> None:
@@ -158,6 +177,7 @@ def _user_properties(value: Any) -> dict[str, Any]:
             raise CommentError(field, 'a property name must be "string:NAME" or "number:NAME"')
         if len(name) > MAX_PROPERTY_NAME:
             raise CommentError(field, f"property name longer than {MAX_PROPERTY_NAME} characters")
+        _storable(name, field)
         if kind == "string":
             text = _string(item, field, MAX_PROPERTY_VALUE)
             if text is not None and text.strip():

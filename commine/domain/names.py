@@ -6,8 +6,9 @@ import re
 
 from commine.domain.errors import DomainError
 
-PROJECT_NAME = re.compile(r"^[A-Za-z0-9_.\-]{1,1024}$")
-RESOURCE_NAME = re.compile(r"^[A-Za-z0-9_\-]{1,256}$")
+# Checked with ``fullmatch``: ``match`` with ``$`` would accept a trailing newline ("acme\n").
+PROJECT_NAME = re.compile(r"[A-Za-z0-9_.\-]{1,1024}")
+RESOURCE_NAME = re.compile(r"[A-Za-z0-9_\-]{1,256}")
 
 #: Separator of hierarchy levels in a label's string form (``Billing > Refund``).
 LABEL_SEPARATOR = " > "
@@ -16,13 +17,13 @@ MAX_LABEL_LENGTH = 64
 
 
 def check_project_name(name: str) -> str:
-    if not isinstance(name, str) or not PROJECT_NAME.match(name):
+    if not isinstance(name, str) or not PROJECT_NAME.fullmatch(name):
         raise DomainError(f"invalid project name {name!r}: use 1-1024 of A-Z a-z 0-9 _ - .")
     return name
 
 
 def check_resource_name(kind: str, name: str) -> str:
-    if not isinstance(name, str) or not RESOURCE_NAME.match(name):
+    if not isinstance(name, str) or not RESOURCE_NAME.fullmatch(name):
         raise DomainError(f"invalid {kind} name {name!r}: use 1-256 of A-Z a-z 0-9 _ -")
     return name
 
@@ -36,8 +37,19 @@ def split_full_name(kind: str, full_name: str) -> tuple[str, str]:
 
 
 def label_parts(name: str | list[str]) -> list[str]:
-    """The hierarchy of a label as a list, from either form (``"A > B"`` or ``["A", "B"]``)."""
-    parts = [p.strip() for p in name.split(">")] if isinstance(name, str) else [str(p).strip() for p in name]
+    """The hierarchy of a label as a list, from either form (``"A > B"`` or ``["A", "B"]``).
+
+    A level of the list form may not contain ``>``: ``["A > B"]`` would otherwise silently
+    become the two-level label ``A > B``, so the two forms would no longer map one to one.
+    """
+    if isinstance(name, str):
+        parts = [p.strip() for p in name.split(">")]
+    elif isinstance(name, list | tuple) and all(isinstance(p, str) for p in name):
+        if any(">" in p for p in name):
+            raise DomainError(f"invalid label name {name!r}: a level of the list form may not contain '>'")
+        parts = [p.strip() for p in name]
+    else:
+        raise DomainError(f"invalid label name {name!r}: give a string or a list of strings")
     if not parts or any(not p for p in parts):
         raise DomainError(f"invalid label name {name!r}: every level needs a name")
     return parts

@@ -9,7 +9,8 @@ from commine.domain.errors import AlreadyExists, DomainError, NotFound
 from commine.domain.names import check_resource_name
 from commine.events import SourceCreated, SourcePurged
 
-SOURCE_ID = re.compile(r"^[0-9a-f]{16}$")
+#: Checked with ``fullmatch``, so a trailing newline is not accepted.
+SOURCE_ID = re.compile(r"[0-9a-f]{16}")
 MAX_TITLE = 128
 MAX_DESCRIPTION = 16384
 
@@ -50,7 +51,7 @@ class Source(Aggregate):
             raise NotFound(f"project {self.project!r} does not exist; create it first")
         if self.exists and not self.purged:
             raise AlreadyExists(f"source {self.project}/{self.name} exists already")
-        if not SOURCE_ID.match(source_id):
+        if not isinstance(source_id, str) or not SOURCE_ID.fullmatch(source_id):
             raise DomainError(f"source id must be 16 lower-case hex digits, got {source_id!r}")
         check_title(title, description)
         self.record(

@@ -17,6 +17,9 @@ def stream_aggregate_id(dataset_id: str, name: str) -> str:
 def check_thresholds(label_thresholds: list[dict[str, Any]]) -> list[dict[str, Any]]:
     out = []
     for item in label_thresholds:
+        # Bad input gets a DomainError naming it, not a KeyError / AttributeError from below.
+        if not isinstance(item, dict) or "name" not in item:
+            raise DomainError(f'a label threshold must be {{"name": ..., "threshold": ...}}, got {item!r}')
         threshold = item.get("threshold")
         if isinstance(threshold, bool) or not isinstance(threshold, int | float) or not 0 <= threshold <= 1:
             raise DomainError(f"threshold of {item.get('name')!r} must be a number from 0 to 1")

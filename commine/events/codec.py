@@ -103,6 +103,10 @@ def record_to_dict(record: EventRecord) -> dict[str, Any]:
 
 
 def record_from_dict(data: dict[str, Any]) -> EventRecord:
+    # dict() would turn a list of pairs into a payload with non-string keys, which then crashes
+    # the unknown-field check with a TypeError instead of reporting a malformed event.
+    if "payload" in data and not isinstance(data["payload"], dict):
+        raise MalformedEvent(f"event record payload must be a JSON object, got {type(data['payload']).__name__}")
     try:
         return EventRecord(
             event_id=UUID(str(data["event_id"])),

@@ -8,21 +8,35 @@ the batch again); subscribers deduplicate by ``event_id`` or ``position``.
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime
+from typing import Any
 
 from commine.broker.publisher import EventPublisher
 from commine.broker.topology import routing_key
-from commine.events.codec import record_to_dict, to_record
-from commine.persistence.store import EventStore, StoredEvent
+from commine.persistence.store import EventStore
 from commine.persistence.tracking import lock_position, save_position
 
 NAME = "relay"
 
 
-def wire_body(stored: StoredEvent) -> bytes:
-    record = to_record(stored.event)
-    data = record_to_dict(record)
-    data["position"] = stored.position
-    return json.dumps(data, separators=(",", ":"), default=str).encode()
+def wire_body(row: Any) -> bytes:
+    """The wire form of one event (see ``events.codec.record_to_dict``), payload spliced in as stored."""
+    envelope = {
+        "event_id": str(row.event_id),
+        "type": row.type,
+        "schema_version": row.schema_version,
+        "aggregate_id": row.aggregate_id,
+        "aggregate_version": row.aggregate_version,
+        "occurred_at": _utc(row.occurred_at).isoformat(),
+        "actor": row.actor,
+        "position": row.position,
+    }
+    head = json.dumps(envelope, separators=(",", ":"))
+    return f'{head[:-1]},"payload":{row.payload_json}}}'.encode()
+
+
+def _utc(moment: datetime) -> datetime:
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
 def relay_events(store: EventStore, publisher: EventPublisher, *, batch_size: int = 1000) -> int:
@@ -31,9 +45,9 @@ def relay_events(store: EventStore, publisher: EventPublisher, *, batch_size: in
     while True:
         with store.transaction() as conn:
             position = lock_position(conn, NAME)
-            batch = list(store.read_all(position, limit=batch_size, conn=conn, batch_size=batch_size))
-            if not batch:
+            rows = store.read_raw(position, limit=batch_size, conn=conn)
+            if not rows:
                 return published
-            publisher.publish([(routing_key(s.event.aggregate_id, s.event.type), wire_body(s)) for s in batch])
-            save_position(conn, NAME, batch[-1].position)
-            published += len(batch)
+            publisher.publish([(routing_key(row.aggregate_id, row.type), wire_body(row)) for row in rows])
+            save_position(conn, NAME, rows[-1].position)
+            published += len(rows)

@@ -20,6 +20,20 @@ def find_source(engine: Engine, project: str, name: str) -> dict[str, Any] | Non
     return dict(row._mapping) if row else None
 
 
+def get_comment(engine: Engine, source_id: str, comment_id: str) -> dict[str, Any] | None:
+    """A stored comment, read from the ``MessageIngested`` event the read model points at."""
+    with engine.connect() as conn:
+        row = conn.execute(
+            sa.select(t.messages.c.position, t.messages.c.deleted).where(
+                t.messages.c.source_id == source_id, t.messages.c.comment_id == comment_id
+            )
+        ).first()
+        if row is None or row.deleted:
+            return None
+        payload = conn.execute(sa.select(t.events.c.payload).where(t.events.c.position == row.position)).scalar_one()
+    return dict(payload["comment"])
+
+
 def count_messages(engine: Engine, source_id: str) -> int:
     with engine.connect() as conn:
         query = sa.select(sa.func.count()).where(

@@ -117,10 +117,10 @@ messages = sa.Table(
     sa.Column("comment_id", sa.String(1024), primary_key=True),
     sa.Column("timestamp", Timestamp, nullable=False),
     sa.Column("thread_id", sa.String(1024), nullable=True),
-    sa.Column("comment", JsonType, nullable=False),
     sa.Column("content_hash", sa.String(64), nullable=False),
     sa.Column("version", sa.Integer, nullable=False),
-    #: Global position of the event that last changed the message: stream routing reads in this order.
+    #: Position of the ``MessageIngested`` event holding the current content. The text itself is
+    #: read from there, so customer text is stored once (and encrypted once), in the log.
     sa.Column("position", sa.BigInteger, nullable=False),
     sa.Column("deleted", sa.Boolean, nullable=False),
     sa.Column("created_at", Timestamp, nullable=False),

@@ -10,7 +10,7 @@ not once per event (see ``../shared/reference/infra-notes.md``).
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -47,16 +47,24 @@ def _chunks(items: Sequence[Any], size: int = CHUNK) -> Iterator[Sequence[Any]]:
 
 
 def _utc(moment: datetime) -> datetime:
-    # SQLite hands back naive datetimes; everything we store is UTC.
+    # SQLite hands back naive datetimes; everything we store is UTC (a naive input is taken as UTC).
     return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
 class EventStore:
     """Append and read domain events; idempotent by event id, versioned per aggregate."""
 
-    def __init__(self, engine: Engine, registry: EventRegistry = default_registry) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        registry: EventRegistry = default_registry,
+        *,
+        inline: Callable[[Connection, list[StoredEvent]], None] | None = None,
+    ) -> None:
         self.engine = engine
         self.registry = registry
+        #: Called with every batch just written, in the appending transaction: an inline projection.
+        self.inline = inline
         self._sqlite = is_sqlite(engine)
 
     @contextmanager
@@ -92,7 +100,8 @@ class EventStore:
             return []
         self._check_versions(conn, fresh)
         try:
-            return self._insert(conn, fresh)
+            with conn.begin_nested():
+                return self._insert(conn, fresh)
         except sa.exc.IntegrityError as exc:
             raise ConcurrencyError(f"append conflicted with another writer: {exc.orig}") from None
 
@@ -109,6 +118,8 @@ class EventStore:
             if event.aggregate_version != version:
                 return False
             expected[event.aggregate_id] = version + 1
+        if any(version < 1 for version in first.values()):
+            return False  # never valid, and no index rejects it: the checked path reports it
         later = [aggregate_id for aggregate_id, version in first.items() if version > 1]
         current = self._current_versions(conn, later) if later else {}
         return all(current.get(aggregate_id, 0) == first[aggregate_id] - 1 for aggregate_id in later)
@@ -134,13 +145,16 @@ class EventStore:
                     "aggregate_version": record.aggregate_version,
                     "type": record.type,
                     "schema_version": record.schema_version,
-                    "occurred_at": record.occurred_at,
+                    # In UTC: SQLite keeps only the wall-clock time, so +02:00 would read back shifted.
+                    "occurred_at": _utc(record.occurred_at).astimezone(UTC),
                     "recorded_at": recorded_at,
                     "actor": record.actor,
                     "payload": record.payload,
                 }
             )
         conn.execute(events_table.insert(), rows)
+        if self.inline is not None:
+            self.inline(conn, [StoredEvent(row["position"], recorded_at, e) for row, e in zip(rows, events, strict=True)])
         return [row["position"] for row in rows]
 
     def _lock(self, conn: Connection) -> None:
@@ -222,13 +236,27 @@ class EventStore:
         *,
         limit: int | None = None,
         until: datetime | None = None,
+        to_position: int | None = None,
+        exclude_types: Collection[str] = (),
         conn: Connection | None = None,
         batch_size: int = 2000,
     ) -> Iterator[StoredEvent]:
-        """Events after ``position`` in log order; ``until`` stops at the first recorded later."""
+        """Events after ``after`` in log order.
+
+        ``until`` stops at the first event recorded later, ``to_position`` after that position;
+        ``exclude_types`` leaves events of those types out (they are never decoded).
+        """
         if conn is None:
             with self.engine.connect() as own:
-                yield from self.read_all(after, limit=limit, until=until, conn=own, batch_size=batch_size)
+                yield from self.read_all(
+                    after,
+                    limit=limit,
+                    until=until,
+                    to_position=to_position,
+                    exclude_types=exclude_types,
+                    conn=own,
+                    batch_size=batch_size,
+                )
             return
         remaining = limit
         position = after
@@ -240,8 +268,13 @@ class EventStore:
                 .order_by(events_table.c.position)
                 .limit(size)
             )
+            if to_position is not None:
+                query = query.where(events_table.c.position <= to_position)
+            if exclude_types:
+                query = query.where(events_table.c.type.not_in(list(exclude_types)))
             if until is not None:
-                query = query.where(events_table.c.recorded_at <= until)
+                # SQLite compares the stored UTC wall-clock text, so ``until`` must be UTC too.
+                query = query.where(events_table.c.recorded_at <= _utc(until).astimezone(UTC))
             rows = conn.execute(query).all()
             for row in rows:
                 yield self._decode(row)
@@ -250,6 +283,17 @@ class EventStore:
             position = rows[-1].position
             if remaining is not None:
                 remaining -= len(rows)
+
+    def read_raw(self, after: int, *, limit: int, conn: Connection) -> list[Any]:
+        """Rows after ``after`` with the payload as JSON text, undecoded: for relaying at speed."""
+        columns = [c for c in events_table.c if c.name != "payload"]
+        query = (
+            sa.select(*columns, sa.cast(events_table.c.payload, sa.Text).label("payload_json"))
+            .where(events_table.c.position > after)
+            .order_by(events_table.c.position)
+            .limit(limit)
+        )
+        return list(conn.execute(query))
 
     def last_position(self, conn: Connection | None = None) -> int:
         if conn is None:

@@ -29,6 +29,7 @@ def cli(ctx: click.Context, embedded: bool) -> None:
     if embedded:
         settings = settings.with_embedded()
     ctx.obj = Context(settings)
+    ctx.call_on_close(ctx.obj.close)
 
 
 @cli.group()
@@ -118,6 +119,9 @@ def worker(ctx: Context, threads: int | None, processes: int) -> None:
     if ctx.settings.embedded:
         fail("the embedded mode runs its workers inside each command; start no worker for it")
     if processes > 1:
+        # Create and migrate the database once, here: children doing it at the same moment on a
+        # fresh database collide inside Alembic (duplicate alembic_version table) and one dies.
+        ctx.store.engine.dispose()
         argv = ["worker", "--processes", "1"] + (["--threads", str(threads)] if threads else [])
         sys.exit(_run_processes(argv, processes))
     from commine.workers.main import run_worker

@@ -33,6 +33,11 @@ class Context:
             self._app = bootstrap(self.settings)
         return self._app
 
+    def close(self) -> None:
+        if self._app is not None:
+            self._app.close()
+            self._app = None
+
     @property
     def store(self) -> Any:
         if self._app is not None:

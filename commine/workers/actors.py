@@ -9,6 +9,7 @@ redelivery after a crash does no harm.
 from __future__ import annotations
 
 import threading
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,6 +25,31 @@ from commine.settings import Settings
 
 #: Retry transient failures (a database restart, a lost connection) for about ten minutes.
 RETRY_OPTIONS: dict[str, Any] = {"max_retries": 12, "min_backoff": 500, "max_backoff": 60_000}
+#: How long follow-up work (read models, relay) waits, in milliseconds, so that one run serves
+#: every batch committed meanwhile instead of one confirmed publish and one run per batch.
+FOLLOW_UP_DELAY = 250
+
+
+class Nudger:
+    """Sends an actor's no-argument message, at most one pending per process.
+
+    A nudge is sent with a delay; until half that delay has passed another is not needed: the
+    pending one runs after every batch that was committed before this process skipped a nudge.
+    """
+
+    def __init__(self, actor: dramatiq.Actor[Any, Any], delay_ms: int) -> None:
+        self.actor = actor
+        self.delay_ms = delay_ms
+        self._pending_until = 0.0
+        self._lock = threading.Lock()
+
+    def nudge(self) -> None:
+        now = time.monotonic()
+        with self._lock:
+            if now < self._pending_until:
+                return
+            self._pending_until = now + self.delay_ms / 2000
+        self.actor.send_with_options(delay=self.delay_ms or None)
 
 
 @dataclass
@@ -65,12 +91,14 @@ def register_actors(broker: dramatiq.Broker, store: EventStore, settings: Settin
         )
     )
 
+    delay = 0 if settings.embedded else FOLLOW_UP_DELAY
+    nudgers = [Nudger(a, delay) for a in (project_actor, relay_actor) if a is not None]
+
     def ingest(body: Any) -> None:
         """Store one batch of comments, then nudge the read models and the relay."""
         handle_ingest(store, body)
-        project_actor.send()
-        if relay_actor is not None:
-            relay_actor.send()
+        for nudger in nudgers:
+            nudger.nudge()
 
     ingest_actor = dramatiq.actor(
         ingest,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -9,17 +10,27 @@ import dramatiq
 
 from commine.bootstrap import App
 
+#: One in-process worker per broker: dramatiq registers a worker's middleware on its broker for
+#: good, so a second worker on the same broker would process every message twice.
+_workers: weakref.WeakKeyDictionary[dramatiq.Broker, dramatiq.Worker] = weakref.WeakKeyDictionary()
+
+
+def worker_for(app: App) -> dramatiq.Worker:
+    worker = _workers.get(app.broker)
+    if worker is None:
+        worker = dramatiq.Worker(app.broker, worker_threads=1)
+        worker.start()
+        _workers[app.broker] = worker
+        app.on_close(worker.stop)
+    return worker
+
 
 @contextmanager
 def inline_worker(app: App) -> Iterator[None]:
     """Run the actors on a thread of this process while the block runs; drain them at its end."""
-    worker = dramatiq.Worker(app.broker, worker_threads=1)
-    worker.start()
-    try:
-        yield
-        drain(app, worker)
-    finally:
-        worker.stop()
+    worker = worker_for(app)
+    yield
+    drain(app, worker)
 
 
 def drain(app: App, worker: dramatiq.Worker) -> None:

@@ -88,7 +88,6 @@ def upgrade() -> None:
     sa.Column('comment_id', sa.String(length=1024), nullable=False),
     sa.Column('timestamp', sa.DateTime(timezone=True), nullable=False),
     sa.Column('thread_id', sa.String(length=1024), nullable=True),
-    sa.Column('comment', sa.JSON().with_variant(postgresql.JSONB(astext_type=sa.Text()), 'postgresql'), nullable=False),
     sa.Column('content_hash', sa.String(length=64), nullable=False),
     sa.Column('version', sa.Integer(), nullable=False),
     sa.Column('position', sa.BigInteger(), nullable=False),
