@@ -52,4 +52,5 @@ def bootstrap(settings: Settings) -> App:
     store = open_store(settings)
     broker = build_broker(embedded=settings.embedded, amqp_url=settings.amqp_url, quorum=settings.quorum_queues)
     actors = register_actors(broker, store, settings)
+    broker.declare_topology(actors.queues, settings.queue_prefix)  # type: ignore[attr-defined]
     return App(settings, store.engine, store, broker, actors)

@@ -21,12 +21,17 @@ from dataclasses import dataclass
 from typing import Any
 
 import dramatiq
+import orjson
 import pika
 from dramatiq.brokers.rabbitmq import RabbitmqBroker, _RabbitmqConsumer
 from dramatiq.brokers.stub import StubBroker
 from dramatiq.common import xq_name
+from dramatiq.encoder import JSONEncoder
+from dramatiq.errors import DecodeError
 from dramatiq.message import Message
 from dramatiq.middleware import CurrentMessage, Middleware
+
+from commine.broker.topology import declare_events_exchange
 
 #: Header of a dead-lettered message that says why it was rejected.
 REASON_HEADER = "x-commine-reason"
@@ -58,6 +63,19 @@ def screen(broker: dramatiq.Broker, body: bytes) -> str | None:
     except TypeError as exc:
         return f"arguments do not fit actor {message.actor_name!r}: {exc}"
     return None
+
+
+class FastJSONEncoder(JSONEncoder):
+    """dramatiq's JSON encoding through orjson: an ingest message carries hundreds of comments."""
+
+    def encode(self, data: Any) -> bytes:
+        return orjson.dumps(data)
+
+    def decode(self, data: bytes) -> Any:
+        try:
+            return orjson.loads(data)
+        except orjson.JSONDecodeError as exc:
+            raise DecodeError(f"failed to decode message: {exc}", data, exc) from None
 
 
 class DeadLetteringConsumer(_RabbitmqConsumer):
@@ -116,6 +134,14 @@ class CommineRabbitmqBroker(RabbitmqBroker):
         )
 
 
+    def declare_topology(self, queues: list[str], prefix: str) -> None:
+        """Create the handler queues (with their delay and dead-letter queues) and the events exchange
+        on the server now, so an integration can publish before any worker has started."""
+        for queue in queues:
+            self.declare_queue(queue, ensure=True)
+        declare_events_exchange(self.channel, prefix)
+
+
 class InProcessBroker(StubBroker):
     """dramatiq's stub broker, plus dead letters with reasons, for the embedded mode."""
 
@@ -125,6 +151,9 @@ class InProcessBroker(StubBroker):
 
     def dead_letter(self, queue_name: str, body: bytes, reason: str) -> None:
         self.reasoned_dead_letters.append(DeadLetter(xq_name(queue_name), reason, body))
+
+    def declare_topology(self, queues: list[str], prefix: str) -> None:
+        """Nothing to declare in process: the stub creates its queues as actors are declared."""
 
 
 class DeadLetters(Middleware):
@@ -148,6 +177,7 @@ def build_broker(*, embedded: bool, amqp_url: str, quorum: bool = False) -> dram
         broker = InProcessBroker()
     else:
         broker = CommineRabbitmqBroker(url=amqp_url, quorum=quorum)
+    dramatiq.set_encoder(FastJSONEncoder())
     broker.add_middleware(CurrentMessage())
     broker.add_middleware(DeadLetters())
     dramatiq.set_broker(broker)

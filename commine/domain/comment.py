@@ -83,6 +83,8 @@ def _storable(value: str, field: str) -> None:
 
 
 def _reject_unknown(data: dict[str, Any], allowed: set[str], field: str) -> None:
+    if allowed.issuperset(data):
+        return
     unknown = set(data) - allowed
     if unknown:
         raise CommentError(field, f"unknown field(s): {', '.join(sorted(unknown))}")

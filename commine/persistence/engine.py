@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
+import orjson
 import sqlalchemy as sa
 from alembic import command
 from alembic.config import Config
@@ -34,16 +36,22 @@ def _configure_sqlite(engine: Engine) -> None:
         conn.exec_driver_sql("BEGIN IMMEDIATE")
 
 
+def json_dumps(value: Any) -> str:
+    # orjson: payloads are the bulk of what the store writes, and it encodes them ~5x faster.
+    return orjson.dumps(value).decode()
+
+
 def make_engine(url: str) -> Engine:
     """An engine for ``url``; for SQLite the parent folder is created and writers serialised."""
+    json_options: dict[str, Any] = {"json_serializer": json_dumps, "json_deserializer": orjson.loads}
     if is_sqlite(url):
         database = make_url(url).database
         if database and database != ":memory:":
             Path(database).expanduser().parent.mkdir(parents=True, exist_ok=True)
-        engine = sa.create_engine(url, connect_args={"timeout": 60, "check_same_thread": False})
+        engine = sa.create_engine(url, connect_args={"timeout": 60, "check_same_thread": False}, **json_options)
         _configure_sqlite(engine)
         return engine
-    return sa.create_engine(url, pool_size=10, max_overflow=20, pool_pre_ping=True)
+    return sa.create_engine(url, pool_size=10, max_overflow=20, pool_pre_ping=True, **json_options)
 
 
 def ensure_database(url: str) -> None:

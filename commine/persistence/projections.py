@@ -34,7 +34,7 @@ from commine.events import (
 )
 from commine.persistence import schema as t
 from commine.persistence.store import EventStore, StoredEvent
-from commine.persistence.tracking import lock_position, save_position
+from commine.persistence.tracking import follow
 
 #: Name of the checkpoint row shared by the projections below.
 CHECKPOINT = "projections"
@@ -279,19 +279,9 @@ def apply_inline(conn: Connection, batch: list[StoredEvent]) -> None:
 
 def catch_up(store: EventStore, *, batch_size: int = 2000) -> int:
     """Apply every event after the checkpoint; returns how many positions the checkpoint moved."""
-    moved = 0
-    while True:
-        with store.transaction() as conn:
-            position = lock_position(conn, CHECKPOINT, t.checkpoints)
-            end = min(store.last_position(conn), position + batch_size)
-            if end <= position:
-                return moved
-            # Events projected inline at append time need not be read (nor decoded) again.
-            skip = INLINE_TYPES if store.inline is apply_inline else ()
-            batch = list(store.read_all(position, to_position=end, exclude_types=skip, conn=conn, batch_size=batch_size))
-            apply(conn, batch)
-            save_position(conn, CHECKPOINT, end, t.checkpoints)
-            moved += end - position
+    # Events projected inline at append time need not be read (nor decoded) again.
+    skip = INLINE_TYPES if store.inline is apply_inline else ()
+    return follow(store, CHECKPOINT, apply, table=t.checkpoints, skip_types=skip, batch_size=batch_size)
 
 
 def rebuild(store: EventStore, target: Engine, *, until: datetime | None = None, progress: Callable[[int], None] | None = None) -> int:

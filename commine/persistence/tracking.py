@@ -1,12 +1,24 @@
-"""Tracking rows: how far along the log a handler with outside effects has got."""
+"""Following the log: a named position, and the loop that reacts to what lies after it.
+
+This is the seam every reaction to committed events plugs into: the read models follow the log
+this way, and so will prediction (the models issue) and stream routing (the streams issue). A
+follower's position moves in the same transaction as its database effects, so each event takes
+effect exactly once; effects outside the database (publishing) happen at least once.
+"""
 
 from __future__ import annotations
+
+from collections.abc import Callable, Collection
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 
 from commine.persistence.schema import tracking
+from commine.persistence.store import EventStore, StoredEvent
+
+#: What a follower does with a window of the log, inside the transaction that moves its position.
+Reaction = Callable[[Connection, list[StoredEvent]], None]
 
 
 def lock_position(conn: Connection, name: str, table: sa.Table = tracking) -> int:
@@ -24,3 +36,30 @@ def lock_position(conn: Connection, name: str, table: sa.Table = tracking) -> in
 
 def save_position(conn: Connection, name: str, position: int, table: sa.Table = tracking) -> None:
     conn.execute(table.update().where(table.c.name == name).values(position=position))
+
+
+def follow(
+    store: EventStore,
+    name: str,
+    react: Reaction,
+    *,
+    table: sa.Table = tracking,
+    skip_types: Collection[str] = (),
+    batch_size: int = 2000,
+) -> int:
+    """React to every event after the position ``name``, a window at a time, until the end of the log.
+
+    Returns how many positions the follower moved. Events of ``skip_types`` are not read (the
+    position still moves past them). A second runner of the same follower waits on the row lock.
+    """
+    moved = 0
+    while True:
+        with store.transaction() as conn:
+            position = lock_position(conn, name, table)
+            end = min(store.last_position(conn), position + batch_size)
+            if end <= position:
+                return moved
+            window = store.read_all(position, to_position=end, exclude_types=skip_types, conn=conn, batch_size=batch_size)
+            react(conn, list(window))
+            save_position(conn, name, end, table)
+            moved += end - position

@@ -1,0 +1,75 @@
+"""The runnable AMQP example and the ingest benchmark, against the real services."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+
+import pytest
+import sqlalchemy as sa
+
+from commine.bootstrap import bootstrap
+from commine.handlers.commands import create_project, create_source
+from commine.persistence.schema import ingest_receipts, messages
+from commine.scripts import publish_example
+from commine.settings import Settings
+
+pytestmark = pytest.mark.services
+
+
+def _wait_for(predicate, timeout: float = 60.0) -> None:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            pytest.fail(f"condition not met within {timeout:.0f} s")
+        time.sleep(0.1)
+
+
+def test_the_publish_example_is_stored_by_a_worker(service_settings: Settings, service_env: dict[str, str]) -> None:
+    app = bootstrap(service_settings)
+    create_project(app.store, "acme", actor="test")
+    source = create_source(app.store, "acme/inbox", actor="test")
+    worker = subprocess.Popen([sys.executable, "-m", "commine", "worker"], env=service_env)
+    try:
+        body = publish_example.example_batch("acme/inbox", 4)
+        publish_example.publish(service_settings.amqp_url, service_settings.queue_prefix, body)
+
+        def stored() -> bool:
+            with app.engine.connect() as conn:
+                return conn.execute(
+                    sa.select(ingest_receipts.c.new).where(ingest_receipts.c.batch_id == body["batch_id"])
+                ).scalar() == 4
+
+        _wait_for(stored)
+        _wait_for(lambda: _count(app, source.source_id) == 4)
+    finally:
+        worker.terminate()
+        worker.wait(timeout=60)
+        app.close()
+
+
+def _count(app, source_id: str) -> int:  # type: ignore[no-untyped-def]
+    with app.engine.connect() as conn:
+        return int(
+            conn.execute(sa.select(sa.func.count()).where(messages.c.source_id == source_id)).scalar_one()
+        )
+
+
+def test_bench_ingest_prints_its_figures_as_the_last_line(service_settings: Settings, service_env: dict[str, str]) -> None:
+    # The benchmark makes (and drops) its own databases and queues beside the test's.
+    result = subprocess.run(
+        [sys.executable, "-m", "commine", "bench", "ingest", "--messages", "3000", "--workers", "1"],
+        env=service_env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    summary = json.loads(result.stdout.strip().splitlines()[-1])
+    assert summary["benchmark"] == "ingest"
+    assert summary["messages"] == 3000
+    assert summary["end_to_end_per_s"] > 0 and summary["ceiling_per_s"] > 0
+    assert summary["ratio"] == pytest.approx(summary["end_to_end_per_s"] / summary["ceiling_per_s"], rel=0.01)
+    assert summary["machine"]["cpus"] >= 1
