@@ -66,7 +66,12 @@ def ensure_database(url: str) -> None:
                 sa.text("SELECT 1 FROM pg_database WHERE datname = :name"), {"name": target.database}
             ).scalar()
             if not exists:
-                conn.execute(sa.text(f'CREATE DATABASE "{target.database}"'))
+                try:
+                    conn.execute(sa.text(f'CREATE DATABASE "{target.database}"'))
+                except (sa.exc.ProgrammingError, sa.exc.IntegrityError) as exc:
+                    # Another process starting at the same moment created it first.
+                    if "already exists" not in str(exc.orig) and "duplicate key" not in str(exc.orig):
+                        raise
     finally:
         admin.dispose()
 

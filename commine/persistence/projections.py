@@ -279,9 +279,21 @@ def apply_inline(conn: Connection, batch: list[StoredEvent]) -> None:
 
 def catch_up(store: EventStore, *, batch_size: int = 2000) -> int:
     """Apply every event after the checkpoint; returns how many positions the checkpoint moved."""
-    # Events projected inline at append time need not be read (nor decoded) again.
-    skip = INLINE_TYPES if store.inline is apply_inline else ()
+    # Events projected inline at append time need not be read (nor decoded) again, once the read
+    # models have a checkpoint. From position 0 they are being built from nothing (the first run,
+    # or dropped with their checkpoint to rebuild them), and the rows once projected inline may be
+    # gone: then every event is applied. Applying an inline event twice is harmless, as message
+    # rows only move to a later position.
+    inline = store.inline is apply_inline and _checkpoint(store) > 0
+    skip = INLINE_TYPES if inline else ()
     return follow(store, CHECKPOINT, apply, table=t.checkpoints, skip_types=skip, batch_size=batch_size)
+
+
+def _checkpoint(store: EventStore) -> int:
+    """The read models' position in the log, 0 when they have none."""
+    with store.engine.connect() as conn:
+        query = sa.select(t.checkpoints.c.position).where(t.checkpoints.c.name == CHECKPOINT)
+        return int(conn.execute(query).scalar() or 0)
 
 
 def rebuild(store: EventStore, target: Engine, *, until: datetime | None = None, progress: Callable[[int], None] | None = None) -> int:
