@@ -435,7 +435,9 @@ def test_rows_are_produced_lazily_one_at_a_time(tmp_path: Path) -> None:
     assert [r.comment["id"] for r in results] == ["m2"]
 
 
-SAFE_TEXT = st.text(st.characters(blacklist_categories=("Cs",)), max_size=80)
+#: No lone surrogates and no U+0000: PostgreSQL's jsonb cannot store NUL, so the comment rules
+#: reject it (a row holding one is reported, see ``domain.comment._storable``).
+SAFE_TEXT = st.text(st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00"), max_size=80)
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])

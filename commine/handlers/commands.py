@@ -7,7 +7,9 @@ broker; the events they produce reach every other handler through the log like a
 
 from __future__ import annotations
 
+import random
 import secrets
+import time
 from collections.abc import Callable
 from typing import TypeVar
 
@@ -21,8 +23,9 @@ from commine.persistence.store import ConcurrencyError, EventStore
 
 A = TypeVar("A", bound=Aggregate)
 
-#: Attempts of a command that keeps losing optimistic-concurrency races.
-ATTEMPTS = 5
+#: Attempts of a command that keeps losing optimistic-concurrency races; between attempts it
+#: waits a random, growing while (up to ~50 ms) so that writers racing for one aggregate spread out.
+ATTEMPTS = 20
 
 
 def load(store: EventStore, cls: type[A], aggregate_id: str) -> A:
@@ -40,6 +43,7 @@ def run(store: EventStore, cls: type[A], aggregate_id: str, command: Callable[[A
         except ConcurrencyError:
             if attempt == ATTEMPTS - 1:
                 raise
+            time.sleep(random.uniform(0, 0.0025 * (attempt + 1)))
     raise AssertionError("unreachable")
 
 
