@@ -122,4 +122,6 @@ def service_env(service_settings: Settings) -> dict[str, str]:
 
 @pytest.fixture
 def embedded_settings(tmp_path: Path) -> Settings:
-    return replace(load_settings({}), home=tmp_path, database_url=f"sqlite:///{tmp_path / 'commine.db'}").with_embedded()
+    return replace(
+        load_settings({}), home=tmp_path, database_url=f"sqlite:///{tmp_path / 'commine.db'}"
+    ).with_embedded()

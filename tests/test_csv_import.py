@@ -210,9 +210,7 @@ def test_header_with_both_a_tab_and_a_comma_is_comma_delimited(tmp_path: Path) -
         "utf32le",
     ],
 )
-def test_file_encoding_is_detected_and_non_ascii_text_survives(
-    tmp_path: Path, bom: bytes, codec: str
-) -> None:
+def test_file_encoding_is_detected_and_non_ascii_text_survives(tmp_path: Path, bom: bytes, codec: str) -> None:
     text = f'id,timestamp,text\r\nm1,{GOOD_TIME},Crème brûlée 🍮 Ωμέγα\r\nm2,{GOOD_TIME},"two\r\nlines"\r\n'
     path = tmp_path / "upload.csv"
     path.write_bytes(bom + text.encode(codec))
@@ -244,10 +242,7 @@ def test_multi_line_quoted_body_keeps_line_numbers_of_the_following_rows(tmp_pat
         (7, "CsvError"),
         (9, "CsvRow"),
     ]
-    assert (
-        results[0].comment["messages"][0]["body"]["text"]
-        == 'first line\nsecond line\n\nfourth, with "quotes"'
-    )
+    assert results[0].comment["messages"][0]["body"]["text"] == 'first line\nsecond line\n\nfourth, with "quotes"'
 
 
 def test_blank_lines_are_skipped_without_shifting_line_numbers(tmp_path: Path) -> None:
@@ -285,9 +280,7 @@ BAD_ROWS = {
 
 
 @pytest.mark.parametrize("case", sorted(BAD_ROWS))
-def test_a_bad_row_is_reported_with_line_and_column_while_good_rows_go_through(
-    tmp_path: Path, case: str
-) -> None:
+def test_a_bad_row_is_reported_with_line_and_column_while_good_rows_go_through(tmp_path: Path, case: str) -> None:
     bad, column, reason_part = BAD_ROWS[case]
     data = (
         b"id,timestamp,text,number:NPS,Labels\n"
@@ -310,11 +303,7 @@ def test_a_bad_row_is_reported_with_line_and_column_while_good_rows_go_through(
 def test_duplicate_id_reports_the_later_row_and_keeps_the_first(tmp_path: Path) -> None:
     path = write(
         tmp_path,
-        "id,timestamp,text\n"
-        f"a,{GOOD_TIME},first\n"
-        f"b,{GOOD_TIME},other\n"
-        f"a,{GOOD_TIME},second\n"
-        f"a,{GOOD_TIME},third\n",
+        f"id,timestamp,text\na,{GOOD_TIME},first\nb,{GOOD_TIME},other\na,{GOOD_TIME},second\na,{GOOD_TIME},third\n",
     )
 
     rows, errors = split(list(read_csv(path)))
@@ -361,9 +350,7 @@ def test_invalid_bytes_in_a_utf16_file_are_a_bad_row_not_a_failed_file(tmp_path:
 
 def test_undecodable_bytes_in_an_unmapped_column_still_make_the_row_bad(tmp_path: Path) -> None:
     path = tmp_path / "upload.csv"
-    path.write_bytes(
-        f"id,timestamp,text,Notes\nm1,{GOOD_TIME},ok,\xff\nm2,{GOOD_TIME},ok,fine\n".encode("latin-1")
-    )
+    path.write_bytes(f"id,timestamp,text,Notes\nm1,{GOOD_TIME},ok,\xff\nm2,{GOOD_TIME},ok,fine\n".encode("latin-1"))
 
     rows, errors = split(list(read_csv(path)))
 
@@ -402,9 +389,7 @@ def test_empty_file_raises_csv_file_error(tmp_path: Path) -> None:
             read_csv(path)
 
 
-def test_file_over_the_size_limit_raises_csv_file_error(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_file_over_the_size_limit_raises_csv_file_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(csv_import, "MAX_FILE_BYTES", 100)
     small = f"id,timestamp,text\nm1,{GOOD_TIME},hi\n"
     big = small + f"m2,{GOOD_TIME},{'x' * 100}\n"

@@ -129,9 +129,7 @@ def test_addresses_use_example_domains_only(sample: list[SampleMessage]) -> None
         first = _first(message)
         for address in [first["from"], *first["to"]]:
             domain = address.rpartition("@")[2]
-            assert domain == "northwind.example" or re.fullmatch(
-                r"(?:[a-z]+\.)?example\.(?:com|org|net)", domain
-            )
+            assert domain == "northwind.example" or re.fullmatch(r"(?:[a-z]+\.)?example\.(?:com|org|net)", domain)
 
 
 def test_user_properties_are_channel_region_and_tenure(sample: list[SampleMessage]) -> None:

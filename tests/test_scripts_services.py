@@ -38,9 +38,12 @@ def test_the_publish_example_is_stored_by_a_worker(service_settings: Settings, s
 
         def stored() -> bool:
             with app.engine.connect() as conn:
-                return conn.execute(
-                    sa.select(ingest_receipts.c.new).where(ingest_receipts.c.batch_id == body["batch_id"])
-                ).scalar() == 4
+                return (
+                    conn.execute(
+                        sa.select(ingest_receipts.c.new).where(ingest_receipts.c.batch_id == body["batch_id"])
+                    ).scalar()
+                    == 4
+                )
 
         _wait_for(stored)
         _wait_for(lambda: _count(app, source.source_id) == 4)
@@ -52,12 +55,12 @@ def test_the_publish_example_is_stored_by_a_worker(service_settings: Settings, s
 
 def _count(app, source_id: str) -> int:  # type: ignore[no-untyped-def]
     with app.engine.connect() as conn:
-        return int(
-            conn.execute(sa.select(sa.func.count()).where(messages.c.source_id == source_id)).scalar_one()
-        )
+        return int(conn.execute(sa.select(sa.func.count()).where(messages.c.source_id == source_id)).scalar_one())
 
 
-def test_bench_ingest_prints_its_figures_as_the_last_line(service_settings: Settings, service_env: dict[str, str]) -> None:
+def test_bench_ingest_prints_its_figures_as_the_last_line(
+    service_settings: Settings, service_env: dict[str, str]
+) -> None:
     # The benchmark makes (and drops) its own databases and queues beside the test's.
     result = subprocess.run(
         [sys.executable, "-m", "commine", "bench", "ingest", "--messages", "3000", "--workers", "1"],

@@ -133,7 +133,6 @@ class CommineRabbitmqBroker(RabbitmqBroker):
             mandatory=True,
         )
 
-
     def declare_topology(self, queues: list[str], prefix: str) -> None:
         """Create the handler queues (with their delay and dead-letter queues) and the events exchange
         on the server now, so an integration can publish before any worker has started."""
@@ -173,10 +172,7 @@ class DeadLetters(Middleware):
 def build_broker(*, embedded: bool, amqp_url: str, quorum: bool = False) -> dramatiq.Broker:
     """The broker for this process, registered as dramatiq's global broker."""
     broker: dramatiq.Broker
-    if embedded:
-        broker = InProcessBroker()
-    else:
-        broker = CommineRabbitmqBroker(url=amqp_url, quorum=quorum)
+    broker = InProcessBroker() if embedded else CommineRabbitmqBroker(url=amqp_url, quorum=quorum)
     dramatiq.set_encoder(FastJSONEncoder())
     broker.add_middleware(CurrentMessage())
     broker.add_middleware(DeadLetters())

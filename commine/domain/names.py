@@ -60,8 +60,7 @@ def label_name(name: str | list[str]) -> str:
     canonical = LABEL_SEPARATOR.join(label_parts(name))
     if len(canonical) > MAX_LABEL_LENGTH:
         raise DomainError(
-            f"label {canonical!r} is {len(canonical)} characters; at most {MAX_LABEL_LENGTH} "
-            "including the hierarchy"
+            f"label {canonical!r} is {len(canonical)} characters; at most {MAX_LABEL_LENGTH} including the hierarchy"
         )
     return canonical
 

@@ -50,11 +50,11 @@ __all__ = [
     "ThresholdChanged",
     "UnknownEventType",
     "UnsupportedSchemaVersion",
-    "registry",
     "decode",
     "encode",
     "event",
     "from_record",
+    "registry",
     "to_record",
     "utc_now",
 ]

@@ -50,9 +50,7 @@ class DomainEvent:
 
     def payload(self) -> dict[str, Any]:
         """The event's own fields, without the envelope."""
-        return {
-            f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name not in ENVELOPE_FIELDS
-        }
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name not in ENVELOPE_FIELDS}
 
 
 class EventRegistry:

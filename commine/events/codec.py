@@ -13,7 +13,8 @@ from datetime import datetime
 from typing import Any
 from uuid import UUID
 
-from commine.events.base import ENVELOPE_FIELDS, DomainEvent, EventRegistry, registry as default_registry
+from commine.events.base import ENVELOPE_FIELDS, DomainEvent, EventRegistry
+from commine.events.base import registry as default_registry
 from commine.events.errors import MalformedEvent, UnsupportedSchemaVersion
 
 

@@ -59,7 +59,10 @@ def project_exists(store: EventStore, name: str) -> bool:
 def create_project(store: EventStore, name: str, *, title: str = "", description: str = "", actor: str) -> Project:
     check_project_name(name)
     return run(
-        store, Project, project_aggregate_id(name), lambda p: p.create(title=title, description=description, actor=actor)
+        store,
+        Project,
+        project_aggregate_id(name),
+        lambda p: p.create(title=title, description=description, actor=actor),
     )
 
 

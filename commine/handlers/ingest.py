@@ -151,7 +151,9 @@ def handle_ingest(store: EventStore, body: Any) -> Receipt:
 
 def _decide(store: EventStore, conn: Connection, batch: IngestBatch) -> tuple[Receipt, list[DomainEvent]]:
     project, name = split_full_name("source", batch.source)
-    source = Source.replay(source_aggregate_id(project, name), store.read_aggregate(source_aggregate_id(project, name), conn))
+    source = Source.replay(
+        source_aggregate_id(project, name), store.read_aggregate(source_aggregate_id(project, name), conn)
+    )
     if not source.exists or source.purged:
         raise MalformedMessage(f"source {batch.source} does not exist")
     receipt = Receipt(batch.batch_id, source.source_id)

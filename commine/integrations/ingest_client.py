@@ -64,7 +64,9 @@ def wait_for_receipts(
             ids = list(pending)
             for start in range(0, len(ids), 500):
                 rows = conn.execute(
-                    sa.select(ingest_receipts.c.batch_id).where(ingest_receipts.c.batch_id.in_(ids[start : start + 500]))
+                    sa.select(ingest_receipts.c.batch_id).where(
+                        ingest_receipts.c.batch_id.in_(ids[start : start + 500])
+                    )
                 ).scalars()
                 for batch_id in rows:
                     receipt = find_receipt(conn, batch_id)

@@ -167,7 +167,9 @@ def _touch_dataset(conn: Connection, dataset_id: str, at: datetime) -> None:
 
 
 def _source_added(conn: Connection, e: SourceAddedToDataset) -> None:
-    upsert(conn, t.dataset_sources, [{"dataset_id": e.dataset_id, "source_id": e.source_id}], ["dataset_id", "source_id"])
+    upsert(
+        conn, t.dataset_sources, [{"dataset_id": e.dataset_id, "source_id": e.source_id}], ["dataset_id", "source_id"]
+    )
     _touch_dataset(conn, e.dataset_id, e.occurred_at)
 
 
@@ -296,7 +298,9 @@ def _checkpoint(store: EventStore) -> int:
         return int(conn.execute(query).scalar() or 0)
 
 
-def rebuild(store: EventStore, target: Engine, *, until: datetime | None = None, progress: Callable[[int], None] | None = None) -> int:
+def rebuild(
+    store: EventStore, target: Engine, *, until: datetime | None = None, progress: Callable[[int], None] | None = None
+) -> int:
     """Fold the log (up to ``until``) into empty projection tables on ``target``."""
     applied = 0
     position = 0
@@ -325,4 +329,3 @@ def _apply_batch(target: Engine, batch: list[StoredEvent]) -> int:
     with target.begin() as conn:
         apply(conn, batch)
     return len(batch)
-

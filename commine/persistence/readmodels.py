@@ -36,9 +36,7 @@ def get_comment(engine: Engine, source_id: str, comment_id: str) -> dict[str, An
 
 def count_messages(engine: Engine, source_id: str) -> int:
     with engine.connect() as conn:
-        query = sa.select(sa.func.count()).where(
-            t.messages.c.source_id == source_id, t.messages.c.deleted.is_(False)
-        )
+        query = sa.select(sa.func.count()).where(t.messages.c.source_id == source_id, t.messages.c.deleted.is_(False))
         return int(conn.execute(query).scalar_one())
 
 
@@ -66,8 +64,10 @@ def status(engine: Engine) -> dict[str, Any]:
         for dataset_id, source_id in conn.execute(sa.select(t.dataset_sources)).all():
             members.setdefault(dataset_id, []).append(source_id)
         stream_rows = conn.execute(sa.select(t.streams).order_by(t.streams.c.name)).all()
-        projects = {row.name: {"name": row.name, "title": row.title, "sources": [], "datasets": []}
-                    for row in conn.execute(sa.select(t.projects).order_by(t.projects.c.name))}
+        projects = {
+            row.name: {"name": row.name, "title": row.title, "sources": [], "datasets": []}
+            for row in conn.execute(sa.select(t.projects).order_by(t.projects.c.name))
+        }
         names: dict[str, str] = {}
         for row in conn.execute(sa.select(t.sources).where(t.sources.c.purged.is_(False)).order_by(t.sources.c.name)):
             names[row.source_id] = f"{row.project}/{row.name}"

@@ -19,7 +19,8 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
-from commine.events import DomainEvent, EventRegistry, from_record, registry as default_registry, to_record
+from commine.events import DomainEvent, EventRegistry, from_record, to_record
+from commine.events import registry as default_registry
 from commine.events.codec import EventRecord
 from commine.persistence.engine import is_sqlite
 from commine.persistence.schema import events as events_table
@@ -154,7 +155,9 @@ class EventStore:
             )
         conn.execute(events_table.insert(), rows)
         if self.inline is not None:
-            self.inline(conn, [StoredEvent(row["position"], recorded_at, e) for row, e in zip(rows, events, strict=True)])
+            self.inline(
+                conn, [StoredEvent(row["position"], recorded_at, e) for row, e in zip(rows, events, strict=True)]
+            )
         return [row["position"] for row in rows]
 
     def _lock(self, conn: Connection) -> None:
@@ -166,9 +169,7 @@ class EventStore:
         ids = [e.event_id for e in events]
         for chunk in _chunks(ids):
             stored.update(
-                conn.execute(
-                    sa.select(events_table.c.event_id).where(events_table.c.event_id.in_(chunk))
-                ).scalars()
+                conn.execute(sa.select(events_table.c.event_id).where(events_table.c.event_id.in_(chunk))).scalars()
             )
         seen: set[Any] = set()
         fresh = []

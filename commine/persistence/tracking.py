@@ -59,7 +59,9 @@ def follow(
             end = min(store.last_position(conn), position + batch_size)
             if end <= position:
                 return moved
-            window = store.read_all(position, to_position=end, exclude_types=skip_types, conn=conn, batch_size=batch_size)
+            window = store.read_all(
+                position, to_position=end, exclude_types=skip_types, conn=conn, batch_size=batch_size
+            )
             react(conn, list(window))
             save_position(conn, name, end, table)
             moved += end - position

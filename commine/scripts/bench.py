@@ -26,7 +26,48 @@ from tqdm import tqdm
 
 from commine.scripts.context import Context, pass_context
 
-WORDS = ["account", "refund", "payment", "card", "transfer", "policy", "claim", "invoice", "charge", "delivery", "order", "cancel", "update", "address", "statement", "balance", "fee", "interest", "premium", "renewal", "document", "request", "confirm", "urgent", "please", "thanks", "number", "reference", "customer", "support", "issue", "problem", "received", "missing", "wrong", "twice", "yesterday", "today", "week", "month"]
+WORDS = [
+    "account",
+    "refund",
+    "payment",
+    "card",
+    "transfer",
+    "policy",
+    "claim",
+    "invoice",
+    "charge",
+    "delivery",
+    "order",
+    "cancel",
+    "update",
+    "address",
+    "statement",
+    "balance",
+    "fee",
+    "interest",
+    "premium",
+    "renewal",
+    "document",
+    "request",
+    "confirm",
+    "urgent",
+    "please",
+    "thanks",
+    "number",
+    "reference",
+    "customer",
+    "support",
+    "issue",
+    "problem",
+    "received",
+    "missing",
+    "wrong",
+    "twice",
+    "yesterday",
+    "today",
+    "week",
+    "month",
+]
 
 
 def machine() -> dict[str, Any]:
@@ -149,8 +190,7 @@ def run_ceiling(settings: Any, comments: list[dict[str, Any]], consumers: int, b
     shares = [len(batches[i::consumers]) * batch_size for i in range(consumers)]
     context = multiprocessing.get_context("spawn")
     workers = [
-        context.Process(target=_ceiling_consumer, args=(settings.amqp_url, queue, url, share))
-        for share in shares
+        context.Process(target=_ceiling_consumer, args=(settings.amqp_url, queue, url, share)) for share in shares
     ]
     try:
         for process in workers:
@@ -181,9 +221,7 @@ def _scratch_database(url: str, tag: str) -> str:
 # --- end to end: the integration publishes onto RabbitMQ, commine workers store it ---
 
 
-def run_end_to_end(
-    settings: Any, comments: list[dict[str, Any]], workers: int, batch_size: int
-) -> tuple[float, float]:
+def run_end_to_end(settings: Any, comments: list[dict[str, Any]], workers: int, batch_size: int) -> tuple[float, float]:
     """Messages per second stored (events committed) and projected (read model caught up)."""
     from commine.bootstrap import bootstrap
     from commine.handlers.commands import create_project, create_source

@@ -31,8 +31,12 @@ def write_csv(path: Path, count: int, seed: int, labelled: int) -> None:
 @click.option("--messages", default=2000, show_default=True, help="Sample messages to generate.")
 @click.option("--labelled", default=300, show_default=True, help="How many of them arrive annotated.")
 @click.option("--seed", default=0, show_default=True)
-@click.option("--home", type=click.Path(file_okay=False, path_type=Path), default=None,
-              help="Keep the demo database here (default: a temporary folder, removed afterwards).")
+@click.option(
+    "--home",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Keep the demo database here (default: a temporary folder, removed afterwards).",
+)
 @pass_context
 def demo(ctx: Context, messages: int, labelled: int, seed: int, home: Path | None) -> None:
     """Run the pipeline end to end on the embedded default and print what happened."""

@@ -92,8 +92,7 @@ _TEMPLATES: dict[str, _Templates] = {
             "After my policy {policy} was amended your letter said I was due a refund of {amount}, "
             "but nothing has arrived yet.",
             "I overpaid my monthly premium by {amount} and would like the difference paid back to me.",
-            "Could you please refund the {amount} that was taken on {date}, as it should never have been "
-            "collected.",
+            "Could you please refund the {amount} that was taken on {date}, as it should never have been collected.",
             "My online account shows a credit of {amount} on {policy} and I would like it returned to me "
             "rather than kept on the account.",
             "You took {amount} from my account on {date} even though I had already paid by card.",
@@ -126,10 +125,8 @@ _TEMPLATES: dict[str, _Templates] = {
         ),
         requests=(
             "I received a letter saying my Direct Debit of {amount} on {date} was unsuccessful.",
-            "I tried to pay my premium online this morning but the payment page keeps saying my card was "
-            "declined.",
-            "Your system says my payment of {amount} failed, but my bank says there is nothing wrong with "
-            "the account.",
+            "I tried to pay my premium online this morning but the payment page keeps saying my card was declined.",
+            "Your system says my payment of {amount} failed, but my bank says there is nothing wrong with the account.",
             "My monthly payment did not go through on {date} because I changed banks recently.",
             "I got a text saying my instalment had been missed and that my cover could be cancelled.",
             "The payment for policy {policy} was returned unpaid and I do not understand why.",

@@ -86,9 +86,7 @@ def register_actors(broker: dramatiq.Broker, store: EventStore, settings: Settin
     relay_actor = (
         None
         if settings.embedded
-        else dramatiq.actor(
-            relay, actor_name=RELAY, queue_name=queue_name(prefix, RELAY), broker=broker, **options
-        )
+        else dramatiq.actor(relay, actor_name=RELAY, queue_name=queue_name(prefix, RELAY), broker=broker, **options)
     )
 
     delay = 0 if settings.embedded else FOLLOW_UP_DELAY
