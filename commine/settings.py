@@ -40,6 +40,9 @@ class Settings:
     worker_threads: int
     #: Declare handler queues as quorum queues (replicated, needs RabbitMQ 3.8+).
     quorum_queues: bool
+    #: Publish every committed event on the ``<prefix>.events`` topic exchange. Off saves the
+    #: broker and the workers that work where nobody subscribes.
+    relay_events: bool = True
 
     @property
     def embedded_database_url(self) -> str:
@@ -67,6 +70,7 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
         ingest_batch_size=int(env.get("COMMINE_INGEST_BATCH_SIZE") or 500),
         worker_threads=int(env.get("COMMINE_WORKER_THREADS") or 2),
         quorum_queues=_flag(env.get("COMMINE_QUORUM_QUEUES")),
+        relay_events=env.get("COMMINE_RELAY_EVENTS", "1") != "0",
     )
     if _flag(env.get("COMMINE_EMBEDDED")):
         if not env.get("COMMINE_DATABASE_URL"):

@@ -139,8 +139,10 @@ def handle_ingest(store: EventStore, body: Any) -> Receipt:
                 if receipt is not None:
                     return receipt
                 receipt, events = _decide(store, conn, batch)
-                store.append(events, conn)
+                # The receipt first: the append takes the log's write lock, held until commit,
+                # so whatever comes after it in this transaction holds up every other writer.
                 _save_receipt(conn, receipt)
+                store.append(events, conn)
                 return receipt
         except ConcurrencyError:
             # Another worker wrote one of these messages first: decide again on its version.

@@ -85,7 +85,7 @@ def register_actors(broker: dramatiq.Broker, store: EventStore, settings: Settin
     )
     relay_actor = (
         None
-        if settings.embedded
+        if settings.embedded or not settings.relay_events
         else dramatiq.actor(relay, actor_name=RELAY, queue_name=queue_name(prefix, RELAY), broker=broker, **options)
     )
 
