@@ -13,10 +13,9 @@ from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 
-import pika
 import pytest
 
-from commine.broker.topology import HANDLERS, events_exchange, queue_name
+from commine.broker.topology import delete_topology
 from commine.persistence.engine import drop_database, ensure_database, make_engine, migrate
 from commine.persistence.store import EventStore
 from commine.settings import Settings, load_settings
@@ -86,13 +85,7 @@ def queue_prefix() -> Iterator[str]:
     try:
         yield prefix
     finally:
-        connection = pika.BlockingConnection(pika.URLParameters(AMQP_URL))
-        channel = connection.channel()
-        for handler in HANDLERS:
-            for suffix in ("", ".DQ", ".XQ"):
-                channel.queue_delete(queue_name(prefix, handler) + suffix)
-        channel.exchange_delete(events_exchange(prefix))
-        connection.close()
+        delete_topology(AMQP_URL, prefix)
 
 
 @pytest.fixture

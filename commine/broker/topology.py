@@ -33,3 +33,16 @@ def routing_key(aggregate_id: str, event_type: str) -> str:
 
 def declare_events_exchange(channel: pika.adapters.blocking_connection.BlockingChannel, prefix: str) -> None:
     channel.exchange_declare(exchange=events_exchange(prefix), exchange_type="topic", durable=True)
+
+
+def delete_topology(amqp_url: str, prefix: str) -> None:
+    """Delete every queue and the exchange under ``prefix`` (a benchmark's or a test's own)."""
+    connection = pika.BlockingConnection(pika.URLParameters(amqp_url))
+    try:
+        channel = connection.channel()
+        for handler in HANDLERS:
+            for suffix in ("", ".DQ", ".XQ"):
+                channel.queue_delete(queue_name(prefix, handler) + suffix)
+        channel.exchange_delete(events_exchange(prefix))
+    finally:
+        connection.close()

@@ -224,6 +224,7 @@ def _scratch_database(url: str, tag: str) -> str:
 def run_end_to_end(settings: Any, comments: list[dict[str, Any]], workers: int, batch_size: int) -> tuple[float, float]:
     """Messages per second stored (events committed) and projected (read model caught up)."""
     from commine.bootstrap import bootstrap
+    from commine.broker.topology import delete_topology
     from commine.handlers.commands import create_project, create_source
     from commine.integrations.ingest_client import make_body, send, wait_for_receipts
     from commine.persistence.engine import drop_database
@@ -263,7 +264,7 @@ def run_end_to_end(settings: Any, comments: list[dict[str, Any]], workers: int, 
             proc.terminate()
         for proc in procs:
             proc.wait(timeout=60)
-        _delete_queues(settings.amqp_url, prefix)
+        delete_topology(settings.amqp_url, prefix)
         app.close()
         drop_database(url)
     return len(comments) / stored, len(comments) / projected_time
@@ -285,18 +286,6 @@ def _wait_for_consumers(amqp_url: str, queue: str, expected: int, timeout: float
     finally:
         connection.close()
     raise click.ClickException(f"workers did not start consuming {queue} within {timeout:.0f} s")
-
-
-def _delete_queues(amqp_url: str, prefix: str) -> None:
-    from commine.broker.topology import HANDLERS, events_exchange, queue_name
-
-    connection = pika.BlockingConnection(pika.URLParameters(amqp_url))
-    channel = connection.channel()
-    for handler in HANDLERS:
-        for suffix in ("", ".DQ", ".XQ"):
-            channel.queue_delete(queue_name(prefix, handler) + suffix)
-    channel.exchange_delete(events_exchange(prefix))
-    connection.close()
 
 
 @click.group()
