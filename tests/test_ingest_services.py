@@ -436,7 +436,9 @@ def test_the_relay_publishes_every_ingested_message_as_a_json_event_on_the_topic
             if method is None:
                 return len(received) >= 1000
             assert properties.content_type == "application/json"
-            received.append({"routing_key": method.routing_key, **json.loads(body)})
+            batch = json.loads(body)
+            assert isinstance(batch, list) and batch, "a relayed message is a JSON array of events"
+            received.extend({"routing_key": method.routing_key, **event} for event in batch)
 
     wait_until(drain, timeout=60, failure=lambda: f"the subscriber received {len(received)} of 1000 events")
 

@@ -279,8 +279,11 @@ def apply_inline(conn: Connection, batch: list[StoredEvent]) -> None:
     _messages(conn, [stored for stored in batch if stored.event.type in INLINE_TYPES])
 
 
-def catch_up(store: EventStore, *, batch_size: int = 2000) -> int:
-    """Apply every event after the checkpoint; returns how many positions the checkpoint moved."""
+def catch_up(store: EventStore, *, batch_size: int = 2000, wait: bool = True) -> int | None:
+    """Apply every event after the checkpoint; returns how many positions the checkpoint moved.
+
+    With ``wait=False`` it returns None at once if another runner is catching up.
+    """
     # Events projected inline at append time need not be read (nor decoded) again, once the read
     # models have a checkpoint. From position 0 they are being built from nothing (the first run,
     # or dropped with their checkpoint to rebuild them), and the rows once projected inline may be
@@ -288,7 +291,7 @@ def catch_up(store: EventStore, *, batch_size: int = 2000) -> int:
     # rows only move to a later position.
     inline = store.inline is apply_inline and _checkpoint(store) > 0
     skip = INLINE_TYPES if inline else ()
-    return follow(store, CHECKPOINT, apply, table=t.checkpoints, skip_types=skip, batch_size=batch_size)
+    return follow(store, CHECKPOINT, apply, table=t.checkpoints, skip_types=skip, batch_size=batch_size, wait=wait)
 
 
 def _checkpoint(store: EventStore) -> int:

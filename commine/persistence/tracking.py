@@ -21,17 +21,19 @@ from commine.persistence.store import EventStore, StoredEvent
 Reaction = Callable[[Connection, list[StoredEvent]], None]
 
 
-def lock_position(conn: Connection, name: str, table: sa.Table = tracking) -> int:
+def lock_position(conn: Connection, name: str, table: sa.Table = tracking, *, wait: bool = True) -> int | None:
     """The position named ``name``, row-locked until the transaction ends (0 the first time).
 
-    The lock makes a second runner of the same handler wait instead of doing the same work twice.
+    The lock makes a second runner of the same handler wait instead of doing the same work twice;
+    with ``wait=False`` it returns None at once when another runner holds the lock.
     """
     insert = sqlite.insert if conn.dialect.name == "sqlite" else postgresql.insert
     conn.execute(insert(table).values(name=name, position=0).on_conflict_do_nothing())
     query = sa.select(table.c.position).where(table.c.name == name)
-    if conn.dialect.name != "sqlite":
-        query = query.with_for_update()
-    return int(conn.execute(query).scalar_one())
+    if conn.dialect.name != "sqlite":  # SQLite's BEGIN IMMEDIATE serialises writers already
+        query = query.with_for_update(skip_locked=not wait)
+    position = conn.execute(query).scalar()
+    return None if position is None else int(position)
 
 
 def save_position(conn: Connection, name: str, position: int, table: sa.Table = tracking) -> None:
@@ -46,16 +48,20 @@ def follow(
     table: sa.Table = tracking,
     skip_types: Collection[str] = (),
     batch_size: int = 2000,
-) -> int:
+    wait: bool = True,
+) -> int | None:
     """React to every event after the position ``name``, a window at a time, until the end of the log.
 
     Returns how many positions the follower moved. Events of ``skip_types`` are not read (the
-    position still moves past them). A second runner of the same follower waits on the row lock.
+    position still moves past them). A second runner of the same follower waits on the row lock,
+    or with ``wait=False`` returns None at once, leaving the work to the runner that has it.
     """
     moved = 0
     while True:
         with store.transaction() as conn:
-            position = lock_position(conn, name, table)
+            position = lock_position(conn, name, table, wait=wait)
+            if position is None:
+                return None if moved == 0 else moved
             end = min(store.last_position(conn), position + batch_size)
             if end <= position:
                 return moved

@@ -70,15 +70,19 @@ def register_actors(broker: dramatiq.Broker, store: EventStore, settings: Settin
     # In-process, a failure should surface at once in the command that caused it, not be retried.
     options = {"max_retries": 0} if settings.embedded else RETRY_OPTIONS
 
+    # Followers do not queue behind each other: a runner that finds another one at work leaves it
+    # the work and looks again a little later, in case that one had read the log before our commit.
     def project() -> None:
         """Bring the read models up to the end of the log."""
-        projections.catch_up(store)
+        if projections.catch_up(store, wait=False) is None:
+            nudgers[PROJECT].nudge()
 
     def relay() -> None:
         """Publish newly committed events on the topic exchange."""
         if not hasattr(local, "publisher"):
             local.publisher = EventPublisher(settings.amqp_url, prefix)
-        relay_events(store, local.publisher)
+        if relay_events(store, local.publisher, wait=False) is None:
+            nudgers[RELAY].nudge()
 
     project_actor = dramatiq.actor(
         project, actor_name=PROJECT, queue_name=queue_name(prefix, PROJECT), broker=broker, **options
@@ -90,12 +94,12 @@ def register_actors(broker: dramatiq.Broker, store: EventStore, settings: Settin
     )
 
     delay = 0 if settings.embedded else FOLLOW_UP_DELAY
-    nudgers = [Nudger(a, delay) for a in (project_actor, relay_actor) if a is not None]
+    nudgers = {a.actor_name: Nudger(a, delay) for a in (project_actor, relay_actor) if a is not None}
 
     def ingest(body: Any) -> None:
         """Store one batch of comments, then nudge the read models and the relay."""
         handle_ingest(store, body)
-        for nudger in nudgers:
+        for nudger in nudgers.values():
             nudger.nudge()
 
     ingest_actor = dramatiq.actor(
