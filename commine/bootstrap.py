@@ -41,9 +41,7 @@ def open_store(settings: Settings) -> EventStore:
     ensure_database(settings.database_url)
     engine = make_engine(settings.database_url)
     migrate(engine)
-    from commine.persistence.projections import apply_inline
-
-    return EventStore(engine, inline=apply_inline)
+    return EventStore(engine)
 
 
 def bootstrap(settings: Settings) -> App:

@@ -165,3 +165,27 @@ def test_a_good_batch_in_the_embedded_mode_is_stored_by_the_time_the_block_ends(
     with app.engine.connect() as conn:
         stored = set(conn.execute(sa.select(t.messages.c.comment_id)).scalars())
     assert stored == {c["id"] for c in comments}
+
+
+def test_a_bad_annotation_is_reported_in_the_receipt_and_the_rest_of_the_batch_is_stored(app: App) -> None:
+    from commine.handlers.commands import create_dataset
+    from commine.integrations.ingest_client import make_body, send, wait_for_receipts
+    from commine.workers.inline import inline_worker
+
+    create_dataset(app.store, "p/ds", sources=["p/s"], actor="test")
+    comments = [
+        {"id": f"c{i}", "timestamp": "2026-01-01T00:00:00Z", "messages": [{"body": {"text": f"hello {i}"}}]}
+        for i in range(3)
+    ]
+    comments.append({"id": "bad", "timestamp": "not a time", "messages": [{"body": {"text": "x"}}]})
+    labels = {"c0": ["Billing > Refund"], "c1": ["x" * 65], "bad": ["Billing"]}
+    with inline_worker(app):
+        batch_id = send(app, make_body("p/s", comments, actor="test", dataset="p/ds", annotations=labels))
+    (receipt,) = wait_for_receipts(app, [batch_id], timeout=5)
+    assert (receipt.new, receipt.rejected) == (3, 1)
+    assert [(e["id"], e["field"]) for e in receipt.errors] == [("bad", "timestamp"), ("c1", "labels")]
+    with app.engine.connect() as conn:
+        rows = conn.execute(sa.select(t.annotations.c.uid, t.annotations.c.assigned)).all()
+    assert [(uid.split(".", 1)[1], [a["name"] for a in assigned]) for uid, assigned in rows] == [
+        ("c0", ["Billing", "Billing > Refund"])
+    ]

@@ -646,11 +646,9 @@ def history() -> History:
     return h
 
 
-@pytest.fixture(params=["catch-up", "inline"])
-def live(store: EventStore, request: pytest.FixtureRequest) -> EventStore:
-    """The store as the application runs it: every read model by catch-up, or messages projected inline."""
-    if request.param == "inline":
-        return EventStore(store.engine, inline=projections.apply_inline)
+@pytest.fixture
+def live(store: EventStore) -> EventStore:
+    """The store as the application runs it: every read model follows the log by catch-up."""
     return store
 
 

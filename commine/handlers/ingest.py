@@ -16,6 +16,8 @@ The body of an ingest message (the ``ingest`` actor's only argument) is document
 
 from __future__ import annotations
 
+import random
+import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -29,7 +31,7 @@ from commine.domain.comment import normalise_comment
 from commine.domain.dataset import Dataset, dataset_aggregate_id
 from commine.domain.errors import CommentError, DomainError
 from commine.domain.message import NEW, UNCHANGED, UPDATED, Message, message_aggregate_id
-from commine.domain.names import split_full_name
+from commine.domain.names import label_name, split_full_name
 from commine.domain.source import Source, source_aggregate_id
 from commine.events import DomainEvent
 from commine.persistence.schema import ingest_receipts
@@ -37,6 +39,8 @@ from commine.persistence.store import ConcurrencyError, EventStore
 
 #: Comments one ingest message may carry; the reference allows 16,384 per sync request.
 MAX_BATCH = 16384
+#: The log's ``actor`` column holds 256 characters.
+MAX_ACTOR = 256
 ATTEMPTS = 8
 
 
@@ -94,23 +98,38 @@ def parse_batch(body: Any) -> IngestBatch:
         raise MalformedMessage("batch_id must be a string of 1-64 characters")
     if not isinstance(comments, list) or len(comments) > MAX_BATCH:
         raise MalformedMessage(f"comments must be a list of at most {MAX_BATCH} comments")
-    try:
-        split_full_name("source", str(body["source"]))
-        if body.get("dataset") is not None:
-            split_full_name("dataset", str(body["dataset"]))
-    except DomainError as exc:
-        raise MalformedMessage(str(exc)) from None
+    actor = body.get("actor") or "integration"
+    if not isinstance(actor, str) or len(actor) > MAX_ACTOR:
+        raise MalformedMessage(f"actor must be a string of at most {MAX_ACTOR} characters")
+    for key, kind in (("source", "source"), ("dataset", "dataset")):
+        value = body.get(key)
+        if value is None and key == "dataset":
+            continue
+        if not isinstance(value, str):
+            raise MalformedMessage(f'{key} must be a string "PROJECT/NAME"')
+        try:
+            split_full_name(kind, value)
+        except DomainError as exc:
+            raise MalformedMessage(str(exc)) from None
+    items = body.get("annotations") or []
+    if not isinstance(items, list):
+        raise MalformedMessage('annotations must be a list of {"id": ..., "labels": [...]}')
     annotations: dict[str, list[str]] = {}
-    for item in body.get("annotations") or []:
-        if not isinstance(item, dict) or not isinstance(item.get("labels"), list):
-            raise MalformedMessage('each annotation must be {"id": ..., "labels": [...]}')
-        annotations[str(item.get("id"))] = [str(label) for label in item["labels"]]
+    for item in items:
+        if (
+            not isinstance(item, dict)
+            or not isinstance(item.get("id"), str)
+            or not isinstance(item.get("labels"), list)
+            or not all(isinstance(label, str) for label in item["labels"])
+        ):
+            raise MalformedMessage('each annotation must be {"id": "<comment id>", "labels": ["A > B", ...]}')
+        annotations[item["id"]] = list(item["labels"])
     if annotations and not body.get("dataset"):
         raise MalformedMessage("annotations need a dataset")
     return IngestBatch(
         batch_id=batch_id,
         source=str(body["source"]),
-        actor=str(body.get("actor") or "integration"),
+        actor=actor,
         comments=comments,
         dataset=body.get("dataset"),
         annotations=annotations,
@@ -148,6 +167,7 @@ def handle_ingest(store: EventStore, body: Any) -> Receipt:
             # Another worker wrote one of these messages first: decide again on its version.
             if attempt == ATTEMPTS - 1:
                 raise
+            time.sleep(random.uniform(0, 0.01 * (attempt + 1)))
     raise AssertionError("unreachable")
 
 
@@ -184,11 +204,15 @@ def _decide(store: EventStore, conn: Connection, batch: IngestBatch) -> tuple[Re
     for message in messages.values():
         events.extend(message.collect())
     if batch.dataset and batch.annotations:
-        events.extend(_annotate(store, conn, batch, source.source_id))
+        stored_ids = {comment["id"] for _, comment in accepted}
+        events.extend(_annotate(store, conn, batch, source.source_id, stored_ids, receipt))
     return receipt, events
 
 
-def _annotate(store: EventStore, conn: Connection, batch: IngestBatch, source_id: str) -> list[DomainEvent]:
+def _annotate(
+    store: EventStore, conn: Connection, batch: IngestBatch, source_id: str, stored_ids: set[str], receipt: Receipt
+) -> list[DomainEvent]:
+    """Label events for the batch's annotations; a bad one is reported in the receipt, not fatal."""
     assert batch.dataset is not None
     project, name = split_full_name("dataset", batch.dataset)
     dataset_id = dataset_aggregate_id(project, name)
@@ -197,18 +221,21 @@ def _annotate(store: EventStore, conn: Connection, batch: IngestBatch, source_id
         raise MalformedMessage(f"dataset {batch.dataset} does not exist")
     if source_id not in dataset.source_ids:
         raise MalformedMessage(f"source {batch.source} is not in dataset {batch.dataset}")
-    uids = {comment_id: f"{source_id}.{comment_id}" for comment_id in batch.annotations}
-    ids = [annotation_aggregate_id(dataset.dataset_id, uid) for uid in uids.values()]
-    loaded = store.read_aggregates(ids, conn)
+    # A rejected comment's labels go with it: its error is in the receipt already.
+    wanted = {comment_id: labels for comment_id, labels in batch.annotations.items() if comment_id in stored_ids}
+    ids = {
+        comment_id: annotation_aggregate_id(dataset.dataset_id, f"{source_id}.{comment_id}") for comment_id in wanted
+    }
+    loaded = store.read_aggregates(list(ids.values()), conn)
     events: list[DomainEvent] = []
-    for comment_id, labels in batch.annotations.items():
+    for comment_id, labels in wanted.items():
         try:
-            for label in labels:
+            names = [label_name(label) for label in labels]
+            for label in names:
                 dataset.define_label(label, actor=batch.actor)
-            aggregate_id = annotation_aggregate_id(dataset.dataset_id, uids[comment_id])
-            annotation = Annotation.replay(aggregate_id, loaded[aggregate_id])
-            annotation.label(labels, actor=batch.actor)
+            annotation = Annotation.replay(ids[comment_id], loaded[ids[comment_id]])
+            annotation.label(names, actor=batch.actor)
             events.extend(annotation.collect())
         except DomainError as exc:
-            raise MalformedMessage(f"annotation of {comment_id!r}: {exc}") from None
+            receipt.errors.append({"index": None, "id": comment_id, "field": "labels", "reason": str(exc)})
     return dataset.collect() + events

@@ -8,7 +8,7 @@ applying the same events twice. Replay runs the very same code into a fresh sche
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from datetime import datetime
 from typing import Any
 
@@ -63,9 +63,8 @@ def upsert(
 def _messages(conn: Connection, batch: list[StoredEvent]) -> None:
     """Messages in bulk: ingestion is the high-volume path, so one statement per batch.
 
-    Every change is guarded by the log position of the event that makes it, so applying a
-    ``MessageIngested`` inline (at append time) and a ``MessageDeleted`` later in catch-up gives
-    the same rows as applying them in log order.
+    Every change is guarded by the log position of the event that makes it, so a row never moves
+    back to an older state, whatever order (or how often) the events are applied in.
     """
     pending: dict[tuple[str, str], dict[str, Any]] = {}
     for stored in batch:
@@ -268,67 +267,44 @@ def apply(conn: Connection, batch: list[StoredEvent]) -> None:
         projector(conn, batch)
 
 
-#: Event types projected inline, in the transaction that appends them, rather than in catch-up.
-#: Ingestion is the volume: projecting its events while they are in hand saves reading and
-#: decoding every comment a second time.
-INLINE_TYPES = frozenset({"MessageIngested"})
-
-
-def apply_inline(conn: Connection, batch: list[StoredEvent]) -> None:
-    """Project the events of ``INLINE_TYPES`` in ``batch``, inside the appending transaction."""
-    _messages(conn, [stored for stored in batch if stored.event.type in INLINE_TYPES])
-
-
 def catch_up(store: EventStore, *, batch_size: int = 2000, wait: bool = True) -> int | None:
     """Apply every event after the checkpoint; returns how many positions the checkpoint moved.
 
     With ``wait=False`` it returns None at once if another runner is catching up.
     """
-    # Events projected inline at append time need not be read (nor decoded) again, once the read
-    # models have a checkpoint. From position 0 they are being built from nothing (the first run,
-    # or dropped with their checkpoint to rebuild them), and the rows once projected inline may be
-    # gone: then every event is applied. Applying an inline event twice is harmless, as message
-    # rows only move to a later position.
-    inline = store.inline is apply_inline and _checkpoint(store) > 0
-    skip = INLINE_TYPES if inline else ()
-    return follow(store, CHECKPOINT, apply, table=t.checkpoints, skip_types=skip, batch_size=batch_size, wait=wait)
-
-
-def _checkpoint(store: EventStore) -> int:
-    """The read models' position in the log, 0 when they have none."""
-    with store.engine.connect() as conn:
-        query = sa.select(t.checkpoints.c.position).where(t.checkpoints.c.name == CHECKPOINT)
-        return int(conn.execute(query).scalar() or 0)
+    return follow(store, CHECKPOINT, apply, table=t.checkpoints, batch_size=batch_size, wait=wait)
 
 
 def rebuild(
-    store: EventStore, target: Engine, *, until: datetime | None = None, progress: Callable[[int], None] | None = None
+    store: EventStore,
+    target: Engine,
+    *,
+    until: datetime | None = None,
+    to_position: int | None = None,
+    progress: Callable[[int], None] | None = None,
+    batch_size: int = 2000,
 ) -> int:
-    """Fold the log (up to ``until``) into empty projection tables on ``target``."""
-    applied = 0
+    """Fold the log (up to ``until`` or ``to_position``) into empty projection tables on ``target``."""
     position = 0
     with store.engine.connect() as source:
-        events: Iterable[StoredEvent] = store.read_all(0, until=until, conn=source)
-        batch: list[StoredEvent] = []
-        for stored in events:
-            batch.append(stored)
-            if len(batch) >= 2000:
-                applied += _apply_batch(target, batch)
-                position = batch[-1].position
-                if progress:
-                    progress(len(batch))
-                batch = []
-        if batch:
-            applied += _apply_batch(target, batch)
+        events = store.read_all(0, until=until, to_position=to_position, conn=source, batch_size=batch_size)
+        for batch in _batched(events, batch_size):
+            with target.begin() as conn:
+                apply(conn, batch)
             position = batch[-1].position
             if progress:
                 progress(len(batch))
     with target.begin() as conn:
         upsert(conn, t.checkpoints, [{"name": CHECKPOINT, "position": position}], ["name"])
-    return applied
+    return position
 
 
-def _apply_batch(target: Engine, batch: list[StoredEvent]) -> int:
-    with target.begin() as conn:
-        apply(conn, batch)
-    return len(batch)
+def _batched(events: Iterable[StoredEvent], size: int) -> Iterator[list[StoredEvent]]:
+    batch: list[StoredEvent] = []
+    for stored in events:
+        batch.append(stored)
+        if len(batch) >= size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch

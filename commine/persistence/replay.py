@@ -22,20 +22,23 @@ from sqlalchemy.engine import Engine
 
 from commine.persistence import projections
 from commine.persistence.engine import is_sqlite, make_engine
-from commine.persistence.schema import projection_metadata
+from commine.persistence.schema import checkpoints, projection_metadata
 from commine.persistence.store import EventStore
 
 
 @dataclass(frozen=True)
 class Digest:
-    """Row counts and hashes per projection table, and one hash over them all."""
+    """Row counts and hashes per projection table, one hash over them all, and the log position
+    the read models had reached."""
 
     tables: dict[str, tuple[int, str]]
     total: str
+    position: int
 
     def as_dict(self) -> dict[str, Any]:
         return {
             "digest": self.total,
+            "position": self.position,
             "tables": {name: {"rows": rows, "sha256": digest} for name, (rows, digest) in self.tables.items()},
         }
 
@@ -48,8 +51,17 @@ def _canonical(value: Any) -> Any:
 
 
 def digest(engine: Engine) -> Digest:
+    """Digest the read models as one consistent snapshot, even while workers keep writing.
+
+    Each projection's rows and its checkpoint change in one transaction, so the snapshot is
+    exactly the fold of the log up to the checkpoint it shows.
+    """
     tables: dict[str, tuple[int, str]] = {}
-    with engine.connect() as conn:
+    isolation = "SERIALIZABLE" if is_sqlite(engine) else "REPEATABLE READ"
+    with engine.connect().execution_options(isolation_level=isolation) as conn, conn.begin():
+        position = conn.execute(
+            sa.select(checkpoints.c.position).where(checkpoints.c.name == projections.CHECKPOINT)
+        ).scalar()
         for table in projection_metadata.sorted_tables:
             sha = hashlib.sha256()
             count = 0
@@ -61,7 +73,7 @@ def digest(engine: Engine) -> Digest:
                 count += 1
             tables[table.name] = (count, sha.hexdigest())
     total = hashlib.sha256(json.dumps(tables, sort_keys=True).encode()).hexdigest()
-    return Digest(tables, total)
+    return Digest(tables, total, int(position or 0))
 
 
 @contextmanager
@@ -96,9 +108,20 @@ def fresh_schema(engine: Engine, *, keep: bool = False) -> Iterator[Engine]:
 
 
 def replay(
-    store: EventStore, *, until: datetime | None = None, progress: Callable[[int], None] | None = None
+    store: EventStore,
+    *,
+    until: datetime | None = None,
+    to_position: int | None = None,
+    progress: Callable[[int], None] | None = None,
 ) -> Digest:
-    """Rebuild every projection from the log (up to ``until``) in a fresh schema; digest it."""
+    """Rebuild every projection from the log (up to ``until`` or ``to_position``) in a fresh schema."""
     with fresh_schema(store.engine) as target:
-        projections.rebuild(store, target, until=until, progress=progress)
+        projections.rebuild(store, target, until=until, to_position=to_position, progress=progress)
         return digest(target)
+
+
+def verify(store: EventStore, *, progress: Callable[[int], None] | None = None) -> tuple[Digest, Digest]:
+    """The live read models' digest, and that of a rebuild up to the very position they show."""
+    projections.catch_up(store)
+    live = digest(store.engine)
+    return live, replay(store, to_position=live.position, progress=progress)

@@ -10,7 +10,7 @@ not once per event (see ``../shared/reference/infra-notes.md``).
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Callable, Collection, Iterator, Sequence
+from collections.abc import Collection, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -59,17 +59,9 @@ def _utc(moment: datetime) -> datetime:
 class EventStore:
     """Append and read domain events; idempotent by event id, versioned per aggregate."""
 
-    def __init__(
-        self,
-        engine: Engine,
-        registry: EventRegistry = default_registry,
-        *,
-        inline: Callable[[Connection, list[StoredEvent]], None] | None = None,
-    ) -> None:
+    def __init__(self, engine: Engine, registry: EventRegistry = default_registry) -> None:
         self.engine = engine
         self.registry = registry
-        #: Called with every batch just written, in the appending transaction: an inline projection.
-        self.inline = inline
         self._sqlite = is_sqlite(engine)
 
     @contextmanager
@@ -161,10 +153,6 @@ class EventStore:
             conn.execute(events_table.insert(), rows)
         else:
             self._copy(conn, rows)
-        if self.inline is not None:
-            self.inline(
-                conn, [StoredEvent(row["position"], recorded_at, e) for row, e in zip(rows, events, strict=True)]
-            )
         return [row["position"] for row in rows]
 
     def _copy(self, conn: Connection, rows: list[dict[str, Any]]) -> None:
@@ -180,6 +168,8 @@ class EventStore:
                     copy.write_row([orjson.dumps(row[c]).decode() if c == "payload" else row[c] for c in EVENT_COLUMNS])
         except psycopg.IntegrityError as exc:
             raise sa.exc.IntegrityError("COPY events", None, exc) from None
+        except psycopg.DataError as exc:
+            raise sa.exc.DataError("COPY events", None, exc) from None
         finally:
             cursor.close()
 

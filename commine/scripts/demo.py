@@ -83,7 +83,7 @@ def demo(ctx: Context, messages: int, labelled: int, seed: int, home: Path | Non
                 f"4. read models: {state['sources'][0]['messages']} messages in {SOURCE}; "
                 f"{dataset['annotations']} annotated in {DATASET}"
             )
-            live, rebuilt = replay.digest(app.engine), replay.replay(app.store)
+            live, rebuilt = replay.verify(app.store)
             verdict = "equals" if live.total == rebuilt.total else "DIFFERS FROM"
             click.echo(
                 f"5. replay: {app.store.last_position()} events rebuilt into a fresh schema; "
