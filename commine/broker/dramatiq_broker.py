@@ -99,6 +99,7 @@ class DeadLetteringConsumer(_RabbitmqConsumer):
                 routing_key=xq_name(self.queue_name),
                 body=body,
                 properties=pika.BasicProperties(delivery_mode=2, headers={REASON_HEADER: reason}),
+                mandatory=True,  # never ack the original unless its dead letter is safely queued
             )
             self.channel.basic_ack(method.delivery_tag)
 

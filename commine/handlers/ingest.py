@@ -23,7 +23,6 @@ from datetime import UTC, datetime
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 
 from commine.domain.annotation import Annotation, annotation_aggregate_id
@@ -34,6 +33,7 @@ from commine.domain.message import NEW, UNCHANGED, UPDATED, Message, message_agg
 from commine.domain.names import label_name, split_full_name
 from commine.domain.source import Source, source_aggregate_id
 from commine.events import DomainEvent
+from commine.persistence.engine import insert
 from commine.persistence.schema import ingest_receipts
 from commine.persistence.store import ConcurrencyError, EventStore
 
@@ -138,14 +138,15 @@ def parse_batch(body: Any) -> IngestBatch:
 
 def find_receipt(conn: Connection, batch_id: str) -> Receipt | None:
     row = conn.execute(sa.select(ingest_receipts).where(ingest_receipts.c.batch_id == batch_id)).first()
-    if row is None:
-        return None
+    return None if row is None else receipt_from_row(row)
+
+
+def receipt_from_row(row: Any) -> Receipt:
     return Receipt(row.batch_id, row.source_id, row.new, row.updated, row.unchanged, row.rejected, list(row.errors))
 
 
 def _save_receipt(conn: Connection, receipt: Receipt) -> None:
-    insert = sqlite.insert if conn.dialect.name == "sqlite" else postgresql.insert
-    conn.execute(insert(ingest_receipts).values(**receipt.as_row()).on_conflict_do_nothing())
+    conn.execute(insert(conn, ingest_receipts).values(**receipt.as_row()).on_conflict_do_nothing())
 
 
 def handle_ingest(store: EventStore, body: Any) -> Receipt:

@@ -12,12 +12,11 @@ much as storing the event did in the first place.
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime
 from typing import Any
 
 from commine.broker.publisher import EventPublisher
 from commine.broker.topology import routing_key
-from commine.persistence.store import EventStore
+from commine.persistence.store import EventStore, as_utc
 from commine.persistence.tracking import lock_position, save_position
 
 NAME = "relay"
@@ -33,7 +32,7 @@ def wire_event(row: Any) -> str:
         "schema_version": row.schema_version,
         "aggregate_id": row.aggregate_id,
         "aggregate_version": row.aggregate_version,
-        "occurred_at": _utc(row.occurred_at).isoformat(),
+        "occurred_at": as_utc(row.occurred_at).isoformat(),
         "actor": row.actor,
         "position": row.position,
     }
@@ -56,10 +55,6 @@ def messages_for(rows: list[Any]) -> list[tuple[str, bytes]]:
     if run:
         messages.append((key, f"[{','.join(run)}]".encode()))
     return messages
-
-
-def _utc(moment: datetime) -> datetime:
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
 def relay_events(

@@ -14,7 +14,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from commine.bootstrap import App
-from commine.handlers.ingest import Receipt, find_receipt
+from commine.handlers.ingest import Receipt, receipt_from_row
 from commine.persistence.schema import ingest_receipts
 
 
@@ -63,16 +63,10 @@ def wait_for_receipts(
         with app.engine.connect() as conn:
             ids = list(pending)
             for start in range(0, len(ids), 500):
-                rows = conn.execute(
-                    sa.select(ingest_receipts.c.batch_id).where(
-                        ingest_receipts.c.batch_id.in_(ids[start : start + 500])
-                    )
-                ).scalars()
-                for batch_id in rows:
-                    receipt = find_receipt(conn, batch_id)
-                    assert receipt is not None
-                    found[batch_id] = receipt
-                    pending.discard(batch_id)
+                chunk = ids[start : start + 500]
+                for row in conn.execute(sa.select(ingest_receipts).where(ingest_receipts.c.batch_id.in_(chunk))):
+                    found[row.batch_id] = receipt_from_row(row)
+                    pending.discard(row.batch_id)
                     if progress:
                         progress(1)
         if pending:

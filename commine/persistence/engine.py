@@ -9,7 +9,8 @@ import orjson
 import sqlalchemy as sa
 from alembic import command
 from alembic.config import Config
-from sqlalchemy.engine import Engine, make_url
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Connection, Engine, make_url
 
 MIGRATIONS = Path(__file__).with_name("migrations")
 
@@ -34,6 +35,11 @@ def _configure_sqlite(engine: Engine) -> None:
     @sa.event.listens_for(engine, "begin")
     def on_begin(conn):  # type: ignore[no-untyped-def]
         conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+def insert(conn: Connection, table: sa.Table) -> Any:
+    """An INSERT with ``on_conflict_do_*``: PostgreSQL and SQLite spell it alike, in two dialects."""
+    return (sqlite.insert if conn.dialect.name == "sqlite" else postgresql.insert)(table)
 
 
 def json_dumps(value: Any) -> str:

@@ -13,7 +13,6 @@ from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Engine
 
 from commine.domain.comment import parse_timestamp
@@ -33,6 +32,7 @@ from commine.events import (
     StreamCreated,
 )
 from commine.persistence import schema as t
+from commine.persistence.engine import insert
 from commine.persistence.store import EventStore, StoredEvent
 from commine.persistence.tracking import follow
 
@@ -50,8 +50,7 @@ def upsert(
     """
     if not rows:
         return
-    insert = sqlite.insert if conn.dialect.name == "sqlite" else postgresql.insert
-    statement = insert(table)
+    statement = insert(conn, table)
     updates = {c: statement.excluded[c] for c in rows[0] if c not in keys and c != "created_at"}
     if updates:
         where = table.c[newer] < statement.excluded[newer] if newer else None

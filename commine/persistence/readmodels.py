@@ -8,6 +8,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from commine.persistence import schema as t
+from commine.persistence.projections import CHECKPOINT
 
 
 def find_source(engine: Engine, project: str, name: str) -> dict[str, Any] | None:
@@ -93,7 +94,5 @@ def status(engine: Engine) -> dict[str, Any]:
                     "streams": streams,
                 }
             )
-        position = conn.execute(
-            sa.select(t.checkpoints.c.position).where(t.checkpoints.c.name == "projections")
-        ).scalar()
+        position = conn.execute(sa.select(t.checkpoints.c.position).where(t.checkpoints.c.name == CHECKPOINT)).scalar()
     return {"projects": list(projects.values()), "projected_position": int(position or 0)}

@@ -165,8 +165,6 @@ streams = sa.Table(
     sa.Column("updated_at", Timestamp, nullable=False),
 )
 
-PROJECTION_TABLES = [t for t in projection_metadata.sorted_tables if t.name != "checkpoints"]
-
 #: Positions up to which a handler with effects outside the read models (the event relay, and
 #: later prediction and stream routing) has processed the log.
 tracking = sa.Table(

@@ -51,7 +51,7 @@ def _chunks(items: Sequence[Any], size: int = CHUNK) -> Iterator[Sequence[Any]]:
         yield items[start : start + size]
 
 
-def _utc(moment: datetime) -> datetime:
+def as_utc(moment: datetime) -> datetime:
     # SQLite hands back naive datetimes; everything we store is UTC (a naive input is taken as UTC).
     return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
@@ -130,7 +130,7 @@ class EventStore:
         next_position = (last.position if last else 0) + 1
         # recorded_at never goes backwards along the log, so "state at time T" is a prefix of it.
         now = datetime.now(UTC)
-        recorded_at = max(now, _utc(last.recorded_at)) if last else now
+        recorded_at = max(now, as_utc(last.recorded_at)) if last else now
         rows = []
         for offset, event in enumerate(events):
             record = to_record(event)
@@ -143,7 +143,7 @@ class EventStore:
                     "type": record.type,
                     "schema_version": record.schema_version,
                     # In UTC: SQLite keeps only the wall-clock time, so +02:00 would read back shifted.
-                    "occurred_at": _utc(record.occurred_at).astimezone(UTC),
+                    "occurred_at": as_utc(record.occurred_at).astimezone(UTC),
                     "recorded_at": recorded_at,
                     "actor": record.actor,
                     "payload": record.payload,
@@ -288,7 +288,7 @@ class EventStore:
                 query = query.where(events_table.c.type.not_in(list(exclude_types)))
             if until is not None:
                 # SQLite compares the stored UTC wall-clock text, so ``until`` must be UTC too.
-                query = query.where(events_table.c.recorded_at <= _utc(until).astimezone(UTC))
+                query = query.where(events_table.c.recorded_at <= as_utc(until).astimezone(UTC))
             rows = conn.execute(query).all()
             for row in rows:
                 yield self._decode(row)
@@ -322,9 +322,9 @@ class EventStore:
             schema_version=row.schema_version,
             aggregate_id=row.aggregate_id,
             aggregate_version=row.aggregate_version,
-            occurred_at=_utc(row.occurred_at),
+            occurred_at=as_utc(row.occurred_at),
             actor=row.actor,
             payload=row.payload,
             position=row.position,
         )
-        return StoredEvent(row.position, _utc(row.recorded_at), from_record(record, self.registry))
+        return StoredEvent(row.position, as_utc(row.recorded_at), from_record(record, self.registry))

@@ -11,9 +11,9 @@ from __future__ import annotations
 from collections.abc import Callable, Collection
 
 import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 
+from commine.persistence.engine import insert
 from commine.persistence.schema import tracking
 from commine.persistence.store import EventStore, StoredEvent
 
@@ -27,8 +27,7 @@ def lock_position(conn: Connection, name: str, table: sa.Table = tracking, *, wa
     The lock makes a second runner of the same handler wait instead of doing the same work twice;
     with ``wait=False`` it returns None at once when another runner holds the lock.
     """
-    insert = sqlite.insert if conn.dialect.name == "sqlite" else postgresql.insert
-    conn.execute(insert(table).values(name=name, position=0).on_conflict_do_nothing())
+    conn.execute(insert(conn, table).values(name=name, position=0).on_conflict_do_nothing())
     query = sa.select(table.c.position).where(table.c.name == name)
     if conn.dialect.name != "sqlite":  # SQLite's BEGIN IMMEDIATE serialises writers already
         query = query.with_for_update(skip_locked=not wait)

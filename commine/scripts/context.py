@@ -24,6 +24,7 @@ class Context:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self._app: Any = None
+        self._store: Any = None
 
     @property
     def app(self) -> Any:
@@ -37,14 +38,20 @@ class Context:
         if self._app is not None:
             self._app.close()
             self._app = None
+        if self._store is not None:
+            self._store.engine.dispose()
+            self._store = None
 
     @property
     def store(self) -> Any:
+        """The event store alone, for commands that need no broker (opened and migrated once)."""
         if self._app is not None:
             return self._app.store
-        from commine.bootstrap import open_store
+        if self._store is None:
+            from commine.bootstrap import open_store
 
-        return open_store(self.settings)
+            self._store = open_store(self.settings)
+        return self._store
 
 
 pass_context = click.make_pass_decorator(Context)

@@ -11,17 +11,19 @@ from __future__ import annotations
 import threading
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import dramatiq
 
 from commine.broker.publisher import EventPublisher
 from commine.broker.topology import INGEST, PROJECT, RELAY, queue_name
 from commine.handlers.ingest import MalformedMessage, handle_ingest
+from commine.handlers.project import project as project_read_models
 from commine.handlers.relay import relay_events
-from commine.persistence import projections
-from commine.persistence.store import EventStore
 from commine.settings import Settings
+
+if TYPE_CHECKING:
+    from commine.persistence.store import EventStore
 
 #: Retry transient failures (a database restart, a lost connection) for about ten minutes.
 RETRY_OPTIONS: dict[str, Any] = {"max_retries": 12, "min_backoff": 500, "max_backoff": 60_000}
@@ -74,7 +76,7 @@ def register_actors(broker: dramatiq.Broker, store: EventStore, settings: Settin
     # the work and looks again a little later, in case that one had read the log before our commit.
     def project() -> None:
         """Bring the read models up to the end of the log."""
-        if projections.catch_up(store, wait=False) is None:
+        if not project_read_models(store):
             nudgers[PROJECT].nudge()
 
     def relay() -> None:
