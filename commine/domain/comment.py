@@ -76,6 +76,8 @@ def _storable(value: str, field: str) -> None:
     """
     if "\x00" in value:
         raise CommentError(field, "contains a NUL character (U+0000), which cannot be stored")
+    if value.isascii():  # the common case, and it needs no encoding to know
+        return
     try:
         value.encode()
     except UnicodeEncodeError as exc:
@@ -114,9 +116,10 @@ def _text_block(value: Any, field: str, *, required: bool) -> dict[str, str] | N
         return None
     block = {"text": text}
     for key in ("translated_from", "text_markup"):
-        extra = _string(value.get(key), f"{field}.{key}", MAX_TEXT_LENGTH)
-        if extra is not None:
-            block[key] = extra
+        if value.get(key) is not None:  # field names are only built when there is something to check
+            extra = _string(value[key], f"{field}.{key}", MAX_TEXT_LENGTH)
+            if extra is not None:
+                block[key] = extra
     return block
 
 
@@ -141,21 +144,25 @@ def _message(value: Any, field: str) -> dict[str, Any]:
     _reject_unknown(value, _MESSAGE_KEYS, field)
     message: dict[str, Any] = {"body": _text_block(value.get("body"), f"{field}.body", required=True)}
     for key in ("subject", "signature"):
-        block = _text_block(value.get(key), f"{field}.{key}", required=False)
-        if block is not None:
-            message[key] = block
-    sender = _string(value.get("from"), f"{field}.from", MAX_ADDRESS_LENGTH)
-    if sender is not None:
-        message["from"] = sender
+        if value.get(key) is not None:
+            block = _text_block(value[key], f"{field}.{key}", required=False)
+            if block is not None:
+                message[key] = block
+    if value.get("from") is not None:
+        sender = _string(value["from"], f"{field}.from", MAX_ADDRESS_LENGTH)
+        if sender is not None:
+            message["from"] = sender
     for key in ("to", "cc", "bcc"):
-        addresses = _addresses(value.get(key), f"{field}.{key}")
-        if addresses is not None:
-            message[key] = addresses
+        if value.get(key) is not None:
+            addresses = _addresses(value[key], f"{field}.{key}")
+            if addresses is not None:
+                message[key] = addresses
     if value.get("sent_at") not in (None, ""):
         message["sent_at"] = format_timestamp(parse_timestamp(value["sent_at"], f"{field}.sent_at"))
-    language = _string(value.get("language"), f"{field}.language", MAX_LANGUAGE_LENGTH)
-    if language is not None:
-        message["language"] = language
+    if value.get("language") is not None:
+        language = _string(value["language"], f"{field}.language", MAX_LANGUAGE_LENGTH)
+        if language is not None:
+            message["language"] = language
     return message
 
 
