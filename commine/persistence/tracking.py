@@ -17,8 +17,9 @@ from commine.persistence.engine import insert
 from commine.persistence.schema import tracking
 from commine.persistence.store import EventStore, StoredEvent
 
-#: What a follower does with a window of the log, inside the transaction that moves its position.
-Reaction = Callable[[Connection, list[StoredEvent]], None]
+#: What a follower does with a window of the log (its events, and the positions after which it
+#: starts and at which it ends), inside the transaction that moves its position.
+Reaction = Callable[[Connection, list[StoredEvent], int, int], None]
 
 
 def lock_position(conn: Connection, name: str, table: sa.Table = tracking, *, wait: bool = True) -> int | None:
@@ -67,6 +68,6 @@ def follow(
             window = store.read_all(
                 position, to_position=end, exclude_types=skip_types, conn=conn, batch_size=batch_size
             )
-            react(conn, list(window))
+            react(conn, list(window), position, end)
             save_position(conn, name, end, table)
             moved += end - position

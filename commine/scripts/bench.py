@@ -247,6 +247,7 @@ def run_end_to_end(settings: Any, comments: list[dict[str, Any]], workers: int, 
         bodies = [make_body("bench/inbox", batch, actor="integration:bench") for batch in chunks(comments, batch_size)]
         started = time.perf_counter()
         batch_ids = [send(app, body) for body in bodies]
+        published = time.perf_counter() - started
         with tqdm(total=len(batch_ids), desc="end to end", unit="batch", file=sys.stderr, disable=None) as bar:
             wait_for_receipts(app, batch_ids, timeout=1800, progress=bar.update)
         stored = time.perf_counter() - started
@@ -267,7 +268,7 @@ def run_end_to_end(settings: Any, comments: list[dict[str, Any]], workers: int, 
         delete_topology(settings.amqp_url, prefix)
         app.close()
         drop_database(url)
-    return len(comments) / stored, len(comments) / projected_time
+    return len(comments) / stored, len(comments) / projected_time, len(comments) / published
 
 
 def _wait_for_consumers(amqp_url: str, queue: str, expected: int, timeout: float = 60) -> None:
@@ -309,7 +310,7 @@ def bench_ingest(ctx: Context, messages: int, workers: int, batch_size: int | No
     click.echo(f"{messages} comments of {average:.0f} bytes, batches of {size}, {workers} worker process(es)")
     ceiling = run_ceiling(settings, comments, workers, size)
     click.echo(f"ceiling (bare pika publisher with confirms + batched INSERT consumers): {ceiling:,.0f} msg/s")
-    stored, projected = run_end_to_end(settings, comments, workers, size)
+    stored, projected, published = run_end_to_end(settings, comments, workers, size)
     click.echo(f"end to end, stored as events: {stored:,.0f} msg/s; read model caught up: {projected:,.0f} msg/s")
     summary = {
         "benchmark": "ingest",
@@ -319,6 +320,7 @@ def bench_ingest(ctx: Context, messages: int, workers: int, batch_size: int | No
         "workers": workers,
         "end_to_end_per_s": round(stored),
         "projected_per_s": round(projected),
+        "published_per_s": round(published),
         "ceiling_per_s": round(ceiling),
         "ratio": round(stored / ceiling, 3),
         "machine": machine(),
