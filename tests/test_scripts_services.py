@@ -76,3 +76,26 @@ def test_bench_ingest_prints_its_figures_as_the_last_line(
     assert summary["end_to_end_per_s"] > 0 and summary["ceiling_per_s"] > 0
     assert summary["ratio"] == pytest.approx(summary["end_to_end_per_s"] / summary["ceiling_per_s"], rel=0.01)
     assert summary["machine"]["cpus"] >= 1
+
+
+def test_waiting_for_a_batch_the_workers_rejected_fails_fast_with_the_reason(
+    service_settings: Settings, service_env: dict[str, str]
+) -> None:
+    from commine.integrations.ingest_client import BatchRejected, make_body, send, wait_for_receipts
+
+    app = bootstrap(service_settings)
+    create_project(app.store, "acme", actor="test")
+    create_source(app.store, "acme/inbox", actor="test")
+    worker = subprocess.Popen([sys.executable, "-m", "commine", "worker"], env=service_env)
+    try:
+        # Given a batch for a source that does not exist (the CLI would refuse it; a raw integration need not)...
+        comment = {"id": "c1", "timestamp": "2026-01-01T00:00:00Z", "messages": [{"body": {"text": "hi"}}]}
+        good = send(app, make_body("acme/inbox", [comment], actor="test"))
+        bad = send(app, make_body("acme/nowhere", [comment], actor="test"))
+        # ...waiting for it ends with the dead-letter reason (at the timeout it would be IngestTimeout).
+        with pytest.raises(BatchRejected, match="acme/nowhere does not exist"):
+            wait_for_receipts(app, [good, bad], timeout=120)
+    finally:
+        worker.terminate()
+        worker.wait(timeout=60)
+        app.close()

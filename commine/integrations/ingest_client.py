@@ -22,6 +22,30 @@ class IngestTimeout(TimeoutError):
     """The workers did not store every batch in time (is a worker running?)."""
 
 
+class BatchRejected(RuntimeError):
+    """A worker moved a batch to the dead-letter queue instead of storing it."""
+
+
+#: Seconds between looks at the dead-letter queue while waiting for receipts.
+DEAD_LETTER_CHECK = 2.0
+
+
+def dead_lettered(app: App, batch_ids: Sequence[str]) -> dict[str, str]:
+    """Which of ``batch_ids`` sit in the ingest dead-letter queue, with the reason for each."""
+    from commine.broker.dramatiq_broker import read_dead_letters
+    from commine.broker.topology import INGEST, queue_name
+
+    if app.settings.embedded:
+        return {}  # in process, a rejected batch raises in the sender at once
+    letters = read_dead_letters(app.settings.amqp_url, queue_name(app.settings.queue_prefix, INGEST), limit=1000)
+    found = {}
+    for letter in letters:
+        for batch_id in batch_ids:
+            if batch_id.encode() in letter.body:
+                found[batch_id] = letter.reason
+    return found
+
+
 def make_body(
     source: str,
     comments: Sequence[dict[str, Any]],
@@ -59,6 +83,7 @@ def wait_for_receipts(
     pending = set(batch_ids)
     found: dict[str, Receipt] = {}
     deadline = time.monotonic() + timeout
+    next_check = time.monotonic() + DEAD_LETTER_CHECK
     while pending:
         with app.engine.connect() as conn:
             ids = list(pending)
@@ -69,6 +94,13 @@ def wait_for_receipts(
                     pending.discard(row.batch_id)
                     if progress:
                         progress(1)
+        if pending and time.monotonic() > next_check:
+            # A batch the workers refused never gets a receipt: say so now, not at the timeout.
+            rejected = dead_lettered(app, list(pending))
+            if rejected:
+                batch_id, reason = next(iter(rejected.items()))
+                raise BatchRejected(f"{len(rejected)} batch(es) rejected by the workers, e.g. {batch_id}: {reason}")
+            next_check = time.monotonic() + DEAD_LETTER_CHECK
         if pending:
             if time.monotonic() > deadline:
                 raise IngestTimeout(f"{len(pending)} of {len(batch_ids)} batches not stored after {timeout:.0f} s")

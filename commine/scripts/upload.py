@@ -97,7 +97,7 @@ def upload(
     The summary counts new, updated, unchanged and rejected comments.
     """
     from commine.handlers.commands import get_dataset, get_source
-    from commine.integrations.ingest_client import IngestTimeout, wait_for_receipts
+    from commine.integrations.ingest_client import BatchRejected, IngestTimeout, wait_for_receipts
 
     if label_columns and not dataset:
         fail("--label-column needs --dataset PROJECT/DATASET")
@@ -132,6 +132,8 @@ def upload(
     try:
         with tqdm(total=len(batch_ids), unit="batch", desc="store", file=sys.stderr, disable=None) as bar:
             receipts = wait_for_receipts(app, batch_ids, timeout=timeout, progress=bar.update)
+    except BatchRejected as exc:
+        fail(f"{exc}; see `commine deadletters`")
     except IngestTimeout as exc:
         fail(f"{exc}; is `commine worker` running?")
     for receipt in receipts:
