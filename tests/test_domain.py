@@ -707,3 +707,14 @@ def test_a_stream_is_created_once_with_checked_thresholds() -> None:
     with pytest.raises(DomainError, match="from 0 to 1"):
         bad.create(stream_id="3", model_version=1, label_thresholds=[{"name": "A", "threshold": 2}], actor=ACTOR)
     assert bad.collect() == []
+
+
+@pytest.mark.parametrize(
+    ("given", "stored"), [(-0.0, 0.0), (10**20, 1e20), (2**63 - 1, 2**63 - 1), (1e23, 1e23), (2.5, 2.5), (7, 7)]
+)
+def test_number_properties_take_the_form_every_store_reads_back(given: float, stored: float) -> None:
+    raw = {"id": "c", "timestamp": "2026-01-01T00:00:00Z", "messages": [{"body": {"text": "x"}}]}
+    comment = normalise_comment({**raw, "user_properties": {"number:n": given}})
+    value = comment["user_properties"]["number:n"]
+    assert value == stored and type(value) is type(stored)
+    assert str(value) == str(stored)  # -0.0 and 0.0 compare equal; their text does not

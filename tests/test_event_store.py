@@ -879,3 +879,16 @@ def test_migrating_again_is_a_no_op_that_keeps_the_data(store: EventStore) -> No
     migrate(store.engine)
     assert store.last_position() == 1
     assert store.read_aggregate("dataset:acme/a")[0].name == "L"
+
+
+@pytest.mark.parametrize("number", [-0.0, 1e23, 1e308, 10**20, 2**63 - 1, -(2**63), 0.1, 5e-324])
+def test_number_properties_read_back_with_the_content_hash_they_were_stored_with(
+    store: EventStore, number: float
+) -> None:
+    message = Message(message_aggregate_id(INBOX, "n"))
+    message.ingest(comment("n", "numbers", user_properties={"number:N": number}), actor=ACTOR)
+    (event,) = message.collect()
+    store.append([event])
+    (back,) = store.read_aggregate(event.aggregate_id)
+    assert content_hash(back.comment) == event.content_hash
+    assert back.comment["user_properties"] == event.comment["user_properties"]

@@ -173,6 +173,20 @@ def _finite(number: int | float) -> bool:
         return False
 
 
+def _canonical_number(number: int | float) -> int | float:
+    """The form of a number that reads back the same from every store.
+
+    PostgreSQL's jsonb keeps numbers as decimals, so -0.0 comes back as 0.0; and JSON codecs
+    hold integers in 64 bits, so a larger one is kept as the float it reads back as anyway.
+    Normalising here keeps a comment's content hash the same after a round trip.
+    """
+    if isinstance(number, float) and number == 0:
+        return 0.0
+    if isinstance(number, int) and not -(2**63) <= number < 2**63:
+        return float(number)
+    return number
+
+
 def _user_properties(value: Any) -> dict[str, Any]:
     if value is None:
         return {}
@@ -194,7 +208,7 @@ def _user_properties(value: Any) -> dict[str, Any]:
         else:
             if isinstance(item, bool) or not isinstance(item, int | float) or not _finite(item):
                 raise CommentError(field, f"must be a finite number, got {str(item)[:40]}")
-            out[key] = item
+            out[key] = _canonical_number(item)
     return out
 
 

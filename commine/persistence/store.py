@@ -27,7 +27,36 @@ from commine.events.codec import EventRecord
 from commine.persistence.engine import is_sqlite
 from commine.persistence.schema import events as events_table
 
-EVENT_COLUMNS = [c.name for c in events_table.c]
+#: Column order of the COPY text: what is only known under the lock first.
+COPY_COLUMNS = [
+    "position",
+    "recorded_at",
+    "event_id",
+    "aggregate_id",
+    "aggregate_version",
+    "type",
+    "schema_version",
+    "occurred_at",
+    "actor",
+    "payload",
+]
+_COPY_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
+
+
+def _copy_text(row: dict[str, Any]) -> str:
+    """A row's COPY text format fields after position and recorded_at, escaped."""
+    values = [
+        str(row["event_id"]),
+        row["aggregate_id"],
+        str(row["aggregate_version"]),
+        row["type"],
+        str(row["schema_version"]),
+        row["occurred_at"].isoformat(),
+        row["actor"],
+        orjson.dumps(row["payload"]).decode(),
+    ]
+    return "\t".join(v.translate(_COPY_ESCAPES) for v in values)
+
 
 #: Ids per ``IN (...)`` clause; SQLite allows 32,766 bound parameters, PostgreSQL 65,535.
 CHUNK = 1000
@@ -83,22 +112,25 @@ class EventStore:
                 return self.append(events, own)
         if not events:
             return []
+        rows = self._prepare(events)
         self._lock(conn)
         if self._follows_log(conn, events):
             # The common case, a batch of new events: one INSERT, no look-ups. A savepoint keeps
             # the transaction usable if a duplicate id or a taken version makes it fail.
             try:
                 with conn.begin_nested():
-                    return self._insert(conn, events)
+                    return self._insert(conn, rows)
             except sa.exc.IntegrityError:
                 pass
         fresh = self._without_stored(conn, events)
         if not fresh:
             return []
         self._check_versions(conn, fresh)
+        # ``fresh`` keeps the first of any repeated id, and so does this.
+        by_id = {row["event_id"]: row for row in reversed(rows)}
         try:
             with conn.begin_nested():
-                return self._insert(conn, fresh)
+                return self._insert(conn, [by_id[event.event_id] for event in fresh])
         except sa.exc.IntegrityError as exc:
             raise ConcurrencyError(f"append conflicted with another writer: {exc.orig}") from None
 
@@ -121,51 +153,62 @@ class EventStore:
         current = self._current_versions(conn, later) if later else {}
         return all(current.get(aggregate_id, 0) == first[aggregate_id] - 1 for aggregate_id in later)
 
-    def _insert(self, conn: Connection, events: Sequence[DomainEvent]) -> list[int]:
+    def _prepare(self, events: Sequence[DomainEvent]) -> list[dict[str, Any]]:
+        """Everything of the rows but position and recorded_at, worked out before taking the lock.
+
+        The lock is held until commit, so every microsecond of work done under it is a
+        microsecond every other writer waits; on PostgreSQL each row's COPY text is made here too.
+        """
+        rows = []
+        for event in events:
+            record = to_record(event)
+            row = {
+                "event_id": record.event_id,
+                "aggregate_id": record.aggregate_id,
+                "aggregate_version": record.aggregate_version,
+                "type": record.type,
+                "schema_version": record.schema_version,
+                # In UTC: SQLite keeps only the wall-clock time, so +02:00 would read back shifted.
+                "occurred_at": as_utc(record.occurred_at).astimezone(UTC),
+                "actor": record.actor,
+                "payload": record.payload,
+            }
+            if not self._sqlite:
+                row["copy_text"] = _copy_text(row)
+            rows.append(row)
+        return rows
+
+    def _insert(self, conn: Connection, rows: list[dict[str, Any]]) -> list[int]:
         last = conn.execute(
             sa.select(events_table.c.position, events_table.c.recorded_at)
             .order_by(events_table.c.position.desc())
             .limit(1)
         ).first()
-        next_position = (last.position if last else 0) + 1
+        first = (last.position if last else 0) + 1
         # recorded_at never goes backwards along the log, so "state at time T" is a prefix of it.
         now = datetime.now(UTC)
         recorded_at = max(now, as_utc(last.recorded_at)) if last else now
-        rows = []
-        for offset, event in enumerate(events):
-            record = to_record(event)
-            rows.append(
-                {
-                    "position": next_position + offset,
-                    "event_id": record.event_id,
-                    "aggregate_id": record.aggregate_id,
-                    "aggregate_version": record.aggregate_version,
-                    "type": record.type,
-                    "schema_version": record.schema_version,
-                    # In UTC: SQLite keeps only the wall-clock time, so +02:00 would read back shifted.
-                    "occurred_at": as_utc(record.occurred_at).astimezone(UTC),
-                    "recorded_at": recorded_at,
-                    "actor": record.actor,
-                    "payload": record.payload,
-                }
-            )
+        positions = list(range(first, first + len(rows)))
         if self._sqlite:
+            for position, row in zip(positions, rows, strict=True):
+                row.update(position=position, recorded_at=recorded_at)
             conn.execute(events_table.insert(), rows)
         else:
-            self._copy(conn, rows)
-        return [row["position"] for row in rows]
+            stamp = recorded_at.isoformat()
+            self._copy(
+                conn, "".join(f"{p}\t{stamp}\t{row['copy_text']}\n" for p, row in zip(positions, rows, strict=True))
+            )
+        return positions
 
-    def _copy(self, conn: Connection, rows: list[dict[str, Any]]) -> None:
+    def _copy(self, conn: Connection, text: str) -> None:
         """Insert rows with PostgreSQL's COPY: about twice the rate of a batched INSERT.
 
         A duplicate id or version raises ``IntegrityError`` just as the INSERT would.
         """
         cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
-        columns = ", ".join(EVENT_COLUMNS)
         try:
-            with cursor.copy(f"COPY events ({columns}) FROM STDIN") as copy:
-                for row in rows:
-                    copy.write_row([orjson.dumps(row[c]).decode() if c == "payload" else row[c] for c in EVENT_COLUMNS])
+            with cursor.copy(f"COPY events ({', '.join(COPY_COLUMNS)}) FROM STDIN") as copy:
+                copy.write(text)
         except psycopg.IntegrityError as exc:
             raise sa.exc.IntegrityError("COPY events", None, exc) from None
         except psycopg.DataError as exc:
