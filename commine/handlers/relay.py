@@ -58,7 +58,7 @@ def messages_for(rows: list[Any]) -> list[tuple[str, bytes]]:
 
 
 def relay_events(
-    store: EventStore, publisher: EventPublisher, *, batch_size: int = 1000, wait: bool = True
+    store: EventStore, publisher: EventPublisher, *, batch_size: int = 4000, wait: bool = True
 ) -> int | None:
     """Publish the events after the relay's position; returns how many were published.
 

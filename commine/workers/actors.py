@@ -29,7 +29,7 @@ if TYPE_CHECKING:
 RETRY_OPTIONS: dict[str, Any] = {"max_retries": 12, "min_backoff": 500, "max_backoff": 60_000}
 #: How long follow-up work (read models, relay) waits, in milliseconds, so that one run serves
 #: every batch committed meanwhile instead of one confirmed publish and one run per batch.
-FOLLOW_UP_DELAY = 250
+FOLLOW_UP_DELAY = 1000
 
 
 class Nudger:
