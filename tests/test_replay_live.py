@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 import uuid
 
 import pytest
@@ -47,15 +48,25 @@ def test_replay_equals_the_live_state_while_workers_keep_writing(store: EventSto
     writer.start()
     try:
         # ...the rebuild is compared with a snapshot of the read models at the position it shows.
+        seen: list[int] = []
         for _ in range(3):
             live, rebuilt = replay.verify(store)
             assert live.position > 0
             assert rebuilt.position == live.position
             assert rebuilt.total == live.total
+            seen.append(live.position)
+            wait_for_the_log_to_pass(store, live.position)
     finally:
         stop.set()
         writer.join()
-    assert store.last_position() > live.position, "the log did not move during the replay"
+    assert seen == sorted(set(seen)), f"each replay saw a later state of the log: {seen}"
+
+
+def wait_for_the_log_to_pass(store: EventStore, position: int, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while store.last_position() <= position:
+        assert time.monotonic() < deadline, "the writer stopped writing"
+        time.sleep(0.01)
 
 
 def test_a_catch_up_interrupted_half_way_through_a_rebuild_finishes_it_later(
