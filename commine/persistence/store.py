@@ -117,7 +117,7 @@ class EventStore:
             return []
         rows = self._prepare(events)
         self._lock(conn)
-        if self._follows_log(conn, events):
+        if self._version_problem(conn, events, look_up_new=False) is None:
             # The common case, a batch of new events: one INSERT, no look-ups. A savepoint keeps
             # the transaction usable if a duplicate id or a taken version makes it fail.
             try:
@@ -128,7 +128,9 @@ class EventStore:
         fresh = self._without_stored(conn, events)
         if not fresh:
             return []
-        self._check_versions(conn, fresh)
+        problem = self._version_problem(conn, fresh, look_up_new=True)
+        if problem is not None:
+            raise ConcurrencyError(problem)
         # ``fresh`` keeps the first of any repeated id, and so does this.
         by_id = {row["event_id"]: row for row in reversed(rows)}
         try:
@@ -136,25 +138,6 @@ class EventStore:
                 return self._insert(conn, [by_id[event.event_id] for event in fresh])
         except sa.exc.IntegrityError as exc:
             raise ConcurrencyError(f"append conflicted with another writer: {exc.orig}") from None
-
-    def _follows_log(self, conn: Connection, events: Sequence[DomainEvent]) -> bool:
-        """Whether each aggregate's events follow on from each other and, past version 1, the log.
-
-        Version 1 needs no look-up: the unique (aggregate, version) index rejects a second one.
-        """
-        first: dict[str, int] = {}
-        expected: dict[str, int] = {}
-        for event in events:
-            version = expected.setdefault(event.aggregate_id, event.aggregate_version)
-            first.setdefault(event.aggregate_id, event.aggregate_version)
-            if event.aggregate_version != version:
-                return False
-            expected[event.aggregate_id] = version + 1
-        if any(version < 1 for version in first.values()):
-            return False  # never valid, and no index rejects it: the checked path reports it
-        later = [aggregate_id for aggregate_id, version in first.items() if version > 1]
-        current = self._current_versions(conn, later) if later else {}
-        return all(current.get(aggregate_id, 0) == first[aggregate_id] - 1 for aggregate_id in later)
 
     def _prepare(self, events: Sequence[DomainEvent]) -> list[dict[str, Any]]:
         """Everything of the rows but position and recorded_at, worked out before taking the lock.
@@ -238,25 +221,31 @@ class EventStore:
                 fresh.append(event)
         return fresh
 
-    def _check_versions(self, conn: Connection, events: Sequence[DomainEvent]) -> None:
+    def _version_problem(self, conn: Connection, events: Sequence[DomainEvent], *, look_up_new: bool) -> str | None:
+        """Why ``events`` do not follow on from the log and from each other, or None when they do.
+
+        With ``look_up_new=False`` aggregates whose first event here is version 1 are not looked up:
+        the unique (aggregate, version) index rejects a second version 1 anyway, which keeps a batch
+        of new messages free of look-ups.
+        """
         first: dict[str, int] = {}
         for event in events:
             first.setdefault(event.aggregate_id, event.aggregate_version)
-        current = self._current_versions(conn, list(first))
-        for aggregate_id, version in first.items():
-            actual = current.get(aggregate_id, 0)
+        checked = [aggregate_id for aggregate_id, version in first.items() if look_up_new or version != 1]
+        current = self._current_versions(conn, checked) if checked else {}
+        for aggregate_id in checked:
+            version, actual = first[aggregate_id], current.get(aggregate_id, 0)
             if version != actual + 1:
-                raise ConcurrencyError(
-                    f"{aggregate_id}: expected version {version - 1}, the log is at version {actual}"
-                )
+                return f"{aggregate_id}: expected version {version - 1}, the log is at version {actual}"
         expected = dict(first)
         for event in events:
             if event.aggregate_version != expected[event.aggregate_id]:
-                raise ConcurrencyError(
+                return (
                     f"{event.aggregate_id}: versions in one batch must follow each other "
                     f"(got {event.aggregate_version}, expected {expected[event.aggregate_id]})"
                 )
             expected[event.aggregate_id] += 1
+        return None
 
     def _current_versions(self, conn: Connection, aggregate_ids: list[str]) -> dict[str, int]:
         versions: dict[str, int] = {}
