@@ -14,10 +14,12 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from sqlalchemy.engine import Connection
+
 from commine.broker.publisher import EventPublisher
 from commine.broker.topology import routing_key
-from commine.persistence.store import EventStore, as_utc
-from commine.persistence.tracking import lock_position, save_position
+from commine.persistence.store import EventStore, StoredEvent, as_utc
+from commine.persistence.tracking import follow
 
 NAME = "relay"
 #: Events in one AMQP message at most.
@@ -64,15 +66,8 @@ def relay_events(
 
     With ``wait=False`` it returns None at once if another relay is running.
     """
-    published = 0
-    while True:
-        with store.transaction() as conn:
-            position = lock_position(conn, NAME, wait=wait)
-            if position is None:
-                return None if published == 0 else published
-            rows = store.read_raw(position, limit=batch_size, conn=conn)
-            if not rows:
-                return published
-            publisher.publish(messages_for(rows))
-            save_position(conn, NAME, rows[-1].position)
-            published += len(rows)
+
+    def publish(conn: Connection, _events: list[StoredEvent], start: int, end: int) -> None:
+        publisher.publish(messages_for(store.read_raw(start, end, conn=conn)))
+
+    return follow(store, NAME, publish, batch_size=batch_size, wait=wait, read_events=False)

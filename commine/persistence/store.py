@@ -333,14 +333,14 @@ class EventStore:
             if remaining is not None:
                 remaining -= len(rows)
 
-    def read_raw(self, after: int, *, limit: int, conn: Connection) -> list[Any]:
-        """Rows after ``after`` with the payload as JSON text, undecoded: for relaying at speed."""
+    def read_raw(self, after: int, to_position: int, *, conn: Connection) -> list[Any]:
+        """Rows after ``after`` up to ``to_position``, the payload as JSON text, undecoded: for
+        relaying at speed."""
         columns = [c for c in events_table.c if c.name != "payload"]
         query = (
             sa.select(*columns, sa.cast(events_table.c.payload, sa.Text).label("payload_json"))
-            .where(events_table.c.position > after)
+            .where(events_table.c.position > after, events_table.c.position <= to_position)
             .order_by(events_table.c.position)
-            .limit(limit)
         )
         return list(conn.execute(query))
 

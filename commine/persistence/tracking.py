@@ -49,12 +49,14 @@ def follow(
     skip_types: Collection[str] = (),
     batch_size: int = 2000,
     wait: bool = True,
+    read_events: bool = True,
 ) -> int | None:
     """React to every event after the position ``name``, a window at a time, until the end of the log.
 
     Returns how many positions the follower moved. Events of ``skip_types`` are not read (the
     position still moves past them). A second runner of the same follower waits on the row lock,
     or with ``wait=False`` returns None at once, leaving the work to the runner that has it.
+    With ``read_events=False`` the reaction gets no events and reads its window itself.
     """
     moved = 0
     while True:
@@ -65,9 +67,15 @@ def follow(
             end = min(store.last_position(conn), position + batch_size)
             if end <= position:
                 return moved
-            window = store.read_all(
-                position, to_position=end, exclude_types=skip_types, conn=conn, batch_size=batch_size
+            window = (
+                list(
+                    store.read_all(
+                        position, to_position=end, exclude_types=skip_types, conn=conn, batch_size=batch_size
+                    )
+                )
+                if read_events
+                else []
             )
-            react(conn, list(window), position, end)
+            react(conn, window, position, end)
             save_position(conn, name, end, table)
             moved += end - position
