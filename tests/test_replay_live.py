@@ -105,3 +105,13 @@ def test_a_catch_up_interrupted_half_way_through_a_rebuild_finishes_it_later(
 
 def projections_tables() -> list[sa.Table]:
     return [table for table in t.projection_metadata.sorted_tables if table.name != "checkpoints"]
+
+
+def test_a_stored_comment_is_read_from_the_event_the_read_model_points_at(store: EventStore) -> None:
+    from commine.persistence.readmodels import get_comment
+
+    ingest(store, 1)
+    projections.catch_up(store)
+    (event,) = [stored.event for stored in store.read_all()]
+    assert get_comment(store.engine, SOURCE_ID, event.comment_id) == event.comment
+    assert get_comment(store.engine, SOURCE_ID, "no-such-comment") is None

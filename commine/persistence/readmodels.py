@@ -11,16 +11,6 @@ from commine.persistence import schema as t
 from commine.persistence.projections import CHECKPOINT
 
 
-def find_source(engine: Engine, project: str, name: str) -> dict[str, Any] | None:
-    with engine.connect() as conn:
-        row = conn.execute(
-            sa.select(t.sources).where(
-                t.sources.c.project == project, t.sources.c.name == name, t.sources.c.purged.is_(False)
-            )
-        ).first()
-    return dict(row._mapping) if row else None
-
-
 def get_comment(engine: Engine, source_id: str, comment_id: str) -> dict[str, Any] | None:
     """A stored comment, read from the ``MessageIngested`` event the read model points at."""
     with engine.connect() as conn:
@@ -33,12 +23,6 @@ def get_comment(engine: Engine, source_id: str, comment_id: str) -> dict[str, An
             return None
         payload = conn.execute(sa.select(t.events.c.payload).where(t.events.c.position == row.position)).scalar_one()
     return dict(payload["comment"])
-
-
-def count_messages(engine: Engine, source_id: str) -> int:
-    with engine.connect() as conn:
-        query = sa.select(sa.func.count()).where(t.messages.c.source_id == source_id, t.messages.c.deleted.is_(False))
-        return int(conn.execute(query).scalar_one())
 
 
 def status(engine: Engine) -> dict[str, Any]:
