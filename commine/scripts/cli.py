@@ -118,21 +118,13 @@ def worker(ctx: Context, threads: int | None, processes: int) -> None:
     """Run the actors that store what was ingested and keep the read models up to date."""
     if ctx.settings.embedded:
         fail("the embedded mode runs its workers inside each command; start no worker for it")
+    from commine.workers.main import run_processes, run_worker
+
     if processes > 1:
-        # Create and migrate the database once, here: children doing it at the same moment on a
-        # fresh database collide inside Alembic (duplicate alembic_version table) and one dies.
-        ctx.store.engine.dispose()
+        # Children starting together on a fresh database is safe: migrations take an advisory lock.
         argv = ["worker", "--processes", "1"] + (["--threads", str(threads)] if threads else [])
-        sys.exit(_run_processes(argv, processes))
-    from commine.workers.main import run_worker
-
+        sys.exit(run_processes(argv, processes))
     run_worker(ctx.app, threads=threads or ctx.settings.worker_threads)
-
-
-def _run_processes(argv: list[str], processes: int) -> int:
-    from commine.workers.main import run_processes
-
-    return run_processes(argv, processes)
 
 
 @cli.command()
