@@ -46,6 +46,20 @@ class DeadLetter:
     body: bytes
 
 
+def publish_dead_letter(channel: Any, queue_name: str, body: bytes, reason: str) -> None:
+    """Put ``body`` on the queue's dead-letter queue with its reason, on a channel in confirm mode.
+
+    Mandatory: the original is acknowledged only once its dead letter is safely queued.
+    """
+    channel.basic_publish(
+        exchange="",
+        routing_key=xq_name(queue_name),
+        body=body,
+        properties=pika.BasicProperties(delivery_mode=2, headers={REASON_HEADER: reason[:4000]}),
+        mandatory=True,
+    )
+
+
 def screen(broker: dramatiq.Broker, body: bytes) -> str | None:
     """Why ``body`` cannot be processed by this broker's actors, or None when it can."""
     try:
@@ -94,13 +108,7 @@ class DeadLetteringConsumer(_RabbitmqConsumer):
                 yield method, properties, body
                 continue
             self.logger.warning("Dead-lettering a message from %s: %s", self.queue_name, reason)
-            self.channel.basic_publish(
-                exchange="",
-                routing_key=xq_name(self.queue_name),
-                body=body,
-                properties=pika.BasicProperties(delivery_mode=2, headers={REASON_HEADER: reason}),
-                mandatory=True,  # never ack the original unless its dead letter is safely queued
-            )
+            publish_dead_letter(self.channel, self.queue_name, body, reason)
             self.channel.basic_ack(method.delivery_tag)
 
 
@@ -126,13 +134,7 @@ class CommineRabbitmqBroker(RabbitmqBroker):
     def dead_letter(self, queue_name: str, body: bytes, reason: str) -> None:
         """Publish ``body`` to the queue's dead-letter queue with its reason, confirmed."""
         self.declare_queue(queue_name, ensure=True)
-        self.channel.basic_publish(
-            exchange="",
-            routing_key=xq_name(queue_name),
-            body=body,
-            properties=pika.BasicProperties(delivery_mode=2, headers={REASON_HEADER: reason[:4000]}),
-            mandatory=True,
-        )
+        publish_dead_letter(self.channel, queue_name, body, reason)
 
     def declare_topology(self, queues: list[str], prefix: str) -> None:
         """Create the handler queues (with their delay and dead-letter queues) and the events exchange
