@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
 import dramatiq
 from sqlalchemy.engine import Engine
@@ -12,6 +13,9 @@ from commine.persistence.engine import ensure_database, make_engine, migrate
 from commine.persistence.store import EventStore
 from commine.settings import Settings
 from commine.workers.actors import Actors, register_actors
+
+if TYPE_CHECKING:
+    from commine.workers.training import TrainingRequests
 
 
 @dataclass
@@ -23,6 +27,8 @@ class App:
     store: EventStore
     broker: dramatiq.Broker
     actors: Actors
+    #: Where retraining requests go: RQ on Redis, or in the embedded mode a list run in-process.
+    training: TrainingRequests | PendingTraining | None = None
     _closers: list[Callable[[], None]] = field(default_factory=list)
 
     def on_close(self, closer: Callable[[], None]) -> None:
@@ -44,11 +50,50 @@ def open_store(settings: Settings) -> EventStore:
     return EventStore(engine)
 
 
+class PendingTraining:
+    """The embedded mode's retraining: datasets collected, trained when the command asks."""
+
+    def __init__(self, store: EventStore) -> None:
+        self.store = store
+        self.pending: list[str] = []
+
+    def request(self, dataset_id: str) -> None:
+        if dataset_id not in self.pending:
+            self.pending.append(dataset_id)
+
+    def run_pending(self, actor: str = "commine-trainer") -> list[Any]:
+        from commine.handlers.training import NothingToTrain, train_dataset
+        from commine.persistence import projections
+
+        trained = []
+        while self.pending:
+            dataset_id = self.pending.pop(0)
+            projections.catch_up(self.store)
+            try:
+                trained.append(train_dataset(self.store, dataset_id, actor=actor))
+            except NothingToTrain:
+                continue
+            projections.catch_up(self.store)
+        return trained
+
+
+def training_requests(settings: Settings) -> TrainingRequests | None:
+    """RQ-backed retraining for a deployment; None when retraining is off or embedded (see bootstrap)."""
+    if not settings.retrain or settings.embedded:
+        return None
+    from commine.workers.training import TrainingRequests
+
+    return TrainingRequests(settings.redis_url, settings.database_url, settings.queue_prefix)
+
+
 def bootstrap(settings: Settings) -> App:
     from commine.broker.dramatiq_broker import build_broker
 
     store = open_store(settings)
     broker = build_broker(embedded=settings.embedded, amqp_url=settings.amqp_url, quorum=settings.quorum_queues)
-    actors = register_actors(broker, store, settings)
+    training: TrainingRequests | PendingTraining | None = training_requests(settings)
+    if settings.embedded and settings.retrain:
+        training = PendingTraining(store)
+    actors = register_actors(broker, store, settings, training.request if training else None)
     broker.declare_topology(actors.queues, settings.queue_prefix)  # type: ignore[attr-defined]
-    return App(settings, store.engine, store, broker, actors)
+    return App(settings, store.engine, store, broker, actors, training=training)

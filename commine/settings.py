@@ -43,6 +43,10 @@ class Settings:
     #: Publish every committed event on the ``<prefix>.events`` topic exchange. Off saves the
     #: broker and the workers that work where nobody subscribes.
     relay_events: bool = True
+    #: Retrain a dataset's model when its annotations change (a coalesced job on Redis with RQ).
+    retrain: bool = True
+    #: Predict new messages on ingestion under their datasets' newest models.
+    predict: bool = True
 
     @property
     def embedded_database_url(self) -> str:
@@ -71,6 +75,8 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
         worker_threads=int(env.get("COMMINE_WORKER_THREADS") or 2),
         quorum_queues=_flag(env.get("COMMINE_QUORUM_QUEUES")),
         relay_events=env.get("COMMINE_RELAY_EVENTS", "1") != "0",
+        retrain=env.get("COMMINE_RETRAIN", "1") != "0",
+        predict=env.get("COMMINE_PREDICT", "1") != "0",
     )
     if _flag(env.get("COMMINE_EMBEDDED")):
         if not env.get("COMMINE_DATABASE_URL"):

@@ -121,6 +121,9 @@ class ModelTrained(DomainEvent):
     training_size: int = 0
     metrics: dict[str, Any] = field(default_factory=dict)
     artifact_hash: str = ""
+    #: The log position the training data was read at: rebuilding the read models up to here and
+    #: training with ``hyperparameters`` gives this version again.
+    trained_on_position: int = 0
 
 
 @event

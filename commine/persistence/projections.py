@@ -26,6 +26,7 @@ from commine.events import (
     MessageDeleted,
     MessageIngested,
     ModelTrained,
+    PredictionsRecorded,
     ProjectCreated,
     SourceAddedToDataset,
     SourceCreated,
@@ -258,8 +259,33 @@ _CATALOGUE_HANDLERS: dict[type, Callable[[Connection, Any], None]] = {
     StreamCreated: _stream_created,
 }
 
+
+def _predictions(conn: Connection, batch: list[StoredEvent]) -> None:
+    """The newest probabilities per (dataset, model version, message)."""
+    rows: dict[tuple[str, int, str], dict[str, Any]] = {}
+    for stored in batch:
+        event = stored.event
+        if isinstance(event, PredictionsRecorded):
+            for item in event.predictions:
+                key = (event.dataset_id, event.model_version, item["uid"])
+                rows[key] = {
+                    "dataset_id": event.dataset_id,
+                    "model_version": event.model_version,
+                    "uid": item["uid"],
+                    "labels": item["labels"],
+                    "position": stored.position,
+                }
+    for chunk in _chunks(list(rows.values()), 1000):
+        upsert(conn, t.predictions, chunk, ["dataset_id", "model_version", "uid"], newer="position")
+
+
+def _chunks(rows: list[dict[str, Any]], size: int) -> Iterator[list[dict[str, Any]]]:
+    for start in range(0, len(rows), size):
+        yield rows[start : start + size]
+
+
 #: Every projection, applied in this order to each batch of the log.
-PROJECTORS: list[Callable[[Connection, list[StoredEvent]], None]] = [_catalogue, _messages]
+PROJECTORS: list[Callable[[Connection, list[StoredEvent]], None]] = [_catalogue, _messages, _predictions]
 
 
 def apply(conn: Connection, batch: list[StoredEvent]) -> None:

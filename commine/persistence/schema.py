@@ -173,3 +173,37 @@ tracking = sa.Table(
     sa.Column("name", sa.String(64), primary_key=True),
     sa.Column("position", sa.BigInteger, nullable=False),
 )
+
+#: Trained model artifacts, addressed by the hash ``ModelTrained`` records. Not a read model: an
+#: artifact is reproducible by training again from the log, but far too costly to rebuild on replay.
+model_artifacts = sa.Table(
+    "model_artifacts",
+    log_metadata,
+    sa.Column("artifact_hash", sa.String(64), primary_key=True),
+    sa.Column("data", sa.LargeBinary, nullable=False),
+    sa.Column("created_at", Timestamp, nullable=False),
+)
+
+#: Sentence embeddings per message and encoder (float32 bytes), a cache computed from the
+#: message text; ``content_hash`` says which content of the message it was computed from.
+embeddings = sa.Table(
+    "embeddings",
+    log_metadata,
+    sa.Column("source_id", sa.String(16), primary_key=True),
+    sa.Column("comment_id", sa.String(1024), primary_key=True),
+    sa.Column("encoder", sa.String(32), primary_key=True),
+    sa.Column("content_hash", sa.String(64), nullable=False),
+    sa.Column("vector", sa.LargeBinary, nullable=False),
+)
+
+#: The probabilities each model version gave each message of its dataset (labels under 0.001 left out).
+predictions = sa.Table(
+    "predictions",
+    projection_metadata,
+    sa.Column("dataset_id", sa.String(16), primary_key=True),
+    sa.Column("model_version", sa.Integer, primary_key=True),
+    sa.Column("uid", sa.String(1100), primary_key=True),
+    sa.Column("labels", JsonType, nullable=False),
+    #: Log position of the ``PredictionsRecorded`` event: a newer prediction replaces an older one.
+    sa.Column("position", sa.BigInteger, nullable=False),
+)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -18,8 +19,10 @@ import dramatiq
 from commine.broker.publisher import EventPublisher
 from commine.broker.topology import INGEST, PROJECT, RELAY, queue_name
 from commine.handlers.ingest import MalformedMessage, handle_ingest
+from commine.handlers.prediction import predict_new
 from commine.handlers.project import project as project_read_models
 from commine.handlers.relay import relay_events
+from commine.handlers.retrain import request_retraining
 from commine.settings import Settings
 
 if TYPE_CHECKING:
@@ -66,7 +69,13 @@ class Actors:
         return [a.queue_name for a in actors]
 
 
-def register_actors(broker: dramatiq.Broker, store: EventStore, settings: Settings) -> Actors:
+def register_actors(
+    broker: dramatiq.Broker,
+    store: EventStore,
+    settings: Settings,
+    request_training: Callable[[str], Any] | None = None,
+) -> Actors:
+    """Bind the handlers to the broker's queues; ``request_training`` receives datasets to retrain."""
     prefix = settings.queue_prefix
     local = threading.local()
     # In-process, a failure should surface at once in the command that caused it, not be retried.
@@ -75,8 +84,14 @@ def register_actors(broker: dramatiq.Broker, store: EventStore, settings: Settin
     # Followers do not queue behind each other: a runner that finds another one at work leaves it
     # the work and looks again a little later, in case that one had read the log before our commit.
     def project() -> None:
-        """Bring the read models up to the end of the log."""
-        if not project_read_models(store):
+        """Bring the read models up to the end of the log, then predict and ask for retraining."""
+        busy = not project_read_models(store)
+        # Both read the read models (datasets' sources, models), so they come after them.
+        if settings.predict:
+            busy |= predict_new(store) is None
+        if request_training is not None:
+            busy |= request_retraining(store, request_training) is None
+        if busy:
             nudgers[PROJECT].nudge()
 
     def relay() -> None:

@@ -1,0 +1,162 @@
+"""What the models read and keep: a dataset's messages and annotations, embeddings, artifacts.
+
+Reads come from the read models (the messages of a dataset's sources, its annotations) and from
+the log (comment text lives only in the ``MessageIngested`` events). Embeddings and artifacts are
+stored here, outside the read models: both are costly to compute and neither is rebuilt on replay.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import numpy as np
+import sqlalchemy as sa
+from numpy.typing import NDArray
+from sqlalchemy.engine import Connection
+
+from commine.ml.text import comment_text
+from commine.persistence import schema as t
+from commine.persistence.engine import insert
+
+#: Rows per query when reading by a list of keys.
+CHUNK = 1000
+
+
+@dataclass(frozen=True)
+class MessageRow:
+    source_id: str
+    comment_id: str
+    position: int
+    content_hash: str
+
+    @property
+    def uid(self) -> str:
+        """The Communications Mining uid: ``<source id>.<comment id>``."""
+        return f"{self.source_id}.{self.comment_id}"
+
+
+def dataset_messages(conn: Connection, dataset_id: str) -> list[MessageRow]:
+    """Every live message of the dataset's sources, in a stable order."""
+    m, ds = t.messages, t.dataset_sources
+    query = (
+        sa.select(m.c.source_id, m.c.comment_id, m.c.position, m.c.content_hash)
+        .join(ds, ds.c.source_id == m.c.source_id)
+        .where(ds.c.dataset_id == dataset_id, m.c.deleted.is_(False))
+        .order_by(m.c.source_id, m.c.comment_id)
+    )
+    return [MessageRow(*row) for row in conn.execute(query)]
+
+
+def annotations(conn: Connection, dataset_id: str) -> dict[str, list[str]]:
+    """Assigned label names per reviewed uid (a message is reviewed when it has any label decision)."""
+    a = t.annotations
+    rows = conn.execute(sa.select(a.c.uid, a.c.assigned, a.c.dismissed).where(a.c.dataset_id == dataset_id))
+    return {uid: [entry["name"] for entry in assigned] for uid, assigned, dismissed in rows if assigned or dismissed}
+
+
+def label_names(conn: Connection, dataset_id: str) -> list[str]:
+    query = sa.select(t.labels.c.name).where(t.labels.c.dataset_id == dataset_id).order_by(t.labels.c.name)
+    return list(conn.execute(query).scalars())
+
+
+def comments(conn: Connection, positions: Sequence[int]) -> dict[int, dict[str, Any]]:
+    """The comment of each ``MessageIngested`` event, by log position."""
+    out: dict[int, dict[str, Any]] = {}
+    for chunk in _chunks(list(positions)):
+        query = sa.select(t.events.c.position, t.events.c.payload).where(t.events.c.position.in_(chunk))
+        out.update((position, payload["comment"]) for position, payload in conn.execute(query))
+    return out
+
+
+def texts(conn: Connection, rows: Sequence[MessageRow]) -> list[str]:
+    by_position = comments(conn, [row.position for row in rows])
+    return [comment_text(by_position[row.position]) for row in rows]
+
+
+def load_embeddings(conn: Connection, rows: Sequence[MessageRow], encoder: str, dim: int) -> NDArray[np.float32]:
+    """One row per message; NaN where no embedding of the message's current content is stored."""
+    out = np.full((len(rows), dim), np.nan, dtype=np.float32)
+    index = {(row.source_id, row.comment_id): i for i, row in enumerate(rows)}
+    e = t.embeddings
+    by_source: dict[str, list[str]] = {}
+    for row in rows:
+        by_source.setdefault(row.source_id, []).append(row.comment_id)
+    for source_id, ids in by_source.items():
+        for chunk in _chunks(ids):
+            query = sa.select(e.c.comment_id, e.c.content_hash, e.c.vector).where(
+                e.c.source_id == source_id, e.c.encoder == encoder, e.c.comment_id.in_(chunk)
+            )
+            for comment_id, content_hash, vector in conn.execute(query):
+                i = index[(source_id, comment_id)]
+                if rows[i].content_hash == content_hash:
+                    out[i] = np.frombuffer(vector, dtype=np.float32)
+    return out
+
+
+def save_embeddings(conn: Connection, rows: Sequence[MessageRow], encoder: str, vectors: NDArray[np.float32]) -> None:
+    records = [
+        {
+            "source_id": row.source_id,
+            "comment_id": row.comment_id,
+            "encoder": encoder,
+            "content_hash": row.content_hash,
+            "vector": np.ascontiguousarray(vector, dtype=np.float32).tobytes(),
+        }
+        for row, vector in zip(rows, vectors, strict=True)
+    ]
+    keys = ["source_id", "comment_id", "encoder"]
+    for chunk in _chunks(records):
+        statement = insert(conn, t.embeddings)
+        update = {"content_hash": statement.excluded.content_hash, "vector": statement.excluded.vector}
+        conn.execute(statement.on_conflict_do_update(index_elements=keys, set_=update), chunk)
+
+
+def save_artifact(conn: Connection, artifact_hash: str, data: bytes) -> None:
+    row = {"artifact_hash": artifact_hash, "data": data, "created_at": datetime.now(UTC)}
+    conn.execute(insert(conn, t.model_artifacts).values(row).on_conflict_do_nothing())
+
+
+def load_artifact(conn: Connection, artifact_hash: str) -> bytes:
+    query = sa.select(t.model_artifacts.c.data).where(t.model_artifacts.c.artifact_hash == artifact_hash)
+    data = conn.execute(query).scalar()
+    if data is None:
+        raise LookupError(f"no model artifact {artifact_hash}")
+    return bytes(data)
+
+
+def model_row(conn: Connection, dataset_id: str, version: int | None = None) -> Any:
+    """The dataset's model ``version`` (the newest when None) from the read model, or None."""
+    m = t.models
+    query = sa.select(m).where(m.c.dataset_id == dataset_id)
+    query = query.where(m.c.version == version) if version else query.order_by(m.c.version.desc()).limit(1)
+    return conn.execute(query).first()
+
+
+def latest_models(conn: Connection, source_ids: Sequence[str]) -> dict[str, list[tuple[str, int, str]]]:
+    """Per source: (dataset id, newest model version, artifact hash) of each dataset it belongs to."""
+    m, ds = t.models, t.dataset_sources
+    newest = sa.select(m.c.dataset_id, sa.func.max(m.c.version).label("version")).group_by(m.c.dataset_id).subquery()
+    query = (
+        sa.select(ds.c.source_id, m.c.dataset_id, m.c.version, m.c.artifact_hash)
+        .join(newest, sa.and_(newest.c.dataset_id == m.c.dataset_id, newest.c.version == m.c.version))
+        .join(ds, ds.c.dataset_id == m.c.dataset_id)
+        .where(ds.c.source_id.in_(list(source_ids)))
+    )
+    out: dict[str, list[tuple[str, int, str]]] = {}
+    for source_id, dataset_id, version, artifact_hash in conn.execute(query):
+        out.setdefault(source_id, []).append((dataset_id, version, artifact_hash))
+    return out
+
+
+def predictions(conn: Connection, dataset_id: str, version: int) -> dict[str, dict[str, float]]:
+    p = t.predictions
+    query = sa.select(p.c.uid, p.c.labels).where(p.c.dataset_id == dataset_id, p.c.model_version == version)
+    return dict(conn.execute(query).all())
+
+
+def _chunks(items: list[Any]) -> Iterator[list[Any]]:
+    for start in range(0, len(items), CHUNK):
+        yield items[start : start + CHUNK]

@@ -1,0 +1,193 @@
+"""Training, prediction and retraining on the real stores (SQLite and PostgreSQL) and on Redis with RQ."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+
+import pytest
+import redis
+import rq
+import sqlalchemy as sa
+from conftest import require_services
+
+from commine.events import ModelTrained, PredictionsRecorded
+from commine.handlers.commands import create_dataset, create_project, create_source
+from commine.handlers.ingest import handle_ingest
+from commine.handlers.prediction import predict_new
+from commine.handlers.retrain import request_retraining
+from commine.handlers.training import NothingToTrain, load_model, snapshot, train_dataset
+from commine.integrations.ingest_client import make_body
+from commine.persistence import mldata
+from commine.persistence import schema as t
+from commine.persistence.projections import catch_up
+from commine.persistence.store import EventStore
+from commine.scripts.sample_mail import generate
+from commine.workers.training import TrainingRequests, queue_name
+
+REDIS_URL = "redis://127.0.0.1:6379/0"
+
+
+def _dataset(store: EventStore) -> str:
+    create_project(store, "acme", actor="test")
+    create_source(store, "acme/inbox", actor="test")
+    return create_dataset(store, "acme/support", sources=["acme/inbox"], actor="test").dataset_id
+
+
+def _ingest(store: EventStore, messages: list, *, labelled: int, batch: int = 200) -> None:
+    for start in range(0, len(messages), batch):
+        chunk = messages[start : start + batch]
+        annotations = {
+            m.comment["id"]: [m.label] for i, m in enumerate(chunk, start) if i < labelled and m.label is not None
+        }
+        body = make_body(
+            "acme/inbox", [m.comment for m in chunk], actor="test", dataset="acme/support", annotations=annotations
+        )
+        handle_ingest(store, body)
+    catch_up(store)
+
+
+def _prediction_uids(store: EventStore, dataset_id: str, version: int) -> set[str]:
+    with store.engine.connect() as conn:
+        return set(mldata.predictions(conn, dataset_id, version))
+
+
+def test_a_trained_model_predicts_every_message_and_reports_its_validation(store: EventStore) -> None:
+    dataset_id = _dataset(store)
+    messages = generate(400, seed=1)
+    _ingest(store, messages, labelled=300)
+
+    trained = train_dataset(store, dataset_id, actor="trainer")
+    catch_up(store)
+
+    assert trained.version == 1
+    assert trained.training_size == sum(1 for m in messages[:300] if m.label is not None)
+    leaves = {m.label for m in messages[:300] if m.label}
+    parents = {name.rpartition(" > ")[0] for name in leaves if " > " in name}
+    assert set(trained.labels) == leaves | parents  # a child implies its parent
+    rating = trained.metrics["rating"]
+    assert 0 <= rating["score"] <= 100 and rating["band"] in {"Poor", "Average", "Good", "Excellent"}
+    assert trained.metrics["validation"]["mean_average_precision"] > 0.5
+    assert 0.0 <= trained.metrics["coverage"] <= 1.0
+    uids = _prediction_uids(store, dataset_id, 1)
+    assert uids == {f"{row.source_id}.{row.comment_id}" for row in snapshot(store, dataset_id).messages}
+    # The model is right on the messages nobody labelled.
+    version, _model = load_model(store, dataset_id)
+    with store.engine.connect() as conn:
+        predicted = mldata.predictions(conn, dataset_id, version)
+    source_id = snapshot(store, dataset_id).messages[0].source_id
+    unlabelled = [m for m in messages[300:] if m.label is not None]
+    right = sum(predicted[f"{source_id}.{m.comment['id']}"].get(m.label, 0.0) >= 0.5 for m in unlabelled)
+    assert right / len(unlabelled) > 0.8
+
+
+def test_new_messages_are_predicted_on_ingestion_once(store: EventStore) -> None:
+    dataset_id = _dataset(store)
+    messages = generate(260, seed=2)
+    _ingest(store, messages[:200], labelled=200)
+    train_dataset(store, dataset_id, actor="trainer")
+    catch_up(store)
+    predict_new(store, wait=True)  # the backlog from before the model: already predicted by training
+    before = _count(store, PredictionsRecorded)
+
+    _ingest(store, messages[200:], labelled=0)
+    predict_new(store, wait=True)
+    assert predict_new(store, wait=True) == 0  # nothing left: a second run does nothing
+    catch_up(store)
+
+    assert _count(store, PredictionsRecorded) > before
+    assert len(_prediction_uids(store, dataset_id, 1)) == 260
+    with store.engine.connect() as conn:
+        stored = conn.execute(sa.select(sa.func.count()).select_from(t.embeddings)).scalar()
+    assert stored == 260  # every message's fast embedding is kept for training and queues
+
+
+def test_training_without_labels_says_so(store: EventStore) -> None:
+    dataset_id = _dataset(store)
+    _ingest(store, generate(20, seed=3), labelled=0)
+    with pytest.raises(NothingToTrain):
+        train_dataset(store, dataset_id, actor="trainer")
+
+
+def test_a_model_version_is_reproducible_from_the_log(store: EventStore) -> None:
+    dataset_id = _dataset(store)
+    _ingest(store, generate(150, seed=4), labelled=150)
+    first = train_dataset(store, dataset_id, actor="trainer")
+    catch_up(store)
+    second = train_dataset(store, dataset_id, actor="trainer")  # same data, same configuration
+    assert second.version == 2
+    assert second.artifact_hash == first.artifact_hash
+    assert second.hyperparameters == first.hyperparameters
+    assert first.trained_on_position > 0
+
+
+def _count(store: EventStore, kind: type) -> int:
+    with store.engine.connect() as conn:
+        query = sa.select(sa.func.count()).select_from(t.events).where(t.events.c.type == kind.type_name())
+        return int(conn.execute(query).scalar() or 0)
+
+
+# --- retraining on Redis with RQ -----------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def redis_prefix() -> Iterator[str]:
+    require_services()
+    prefix = f"test{uuid.uuid4().hex[:10]}"
+    yield prefix
+    connection = redis.Redis.from_url(REDIS_URL)
+    for key in connection.scan_iter(f"{prefix}*"):
+        connection.delete(key)
+    for key in connection.scan_iter(f"rq:*{queue_name(prefix)}*"):
+        connection.delete(key)
+
+
+@pytest.mark.services
+def test_a_burst_of_500_annotations_trains_at_most_twice_and_the_last_model_saw_all(
+    pg_url: str, redis_prefix: str
+) -> None:
+    from commine.bootstrap import open_store
+    from commine.settings import load_settings
+
+    store = open_store(load_settings({"COMMINE_DATABASE_URL": pg_url}))
+    dataset_id = _dataset(store)
+    requests = TrainingRequests(REDIS_URL, pg_url, redis_prefix)
+    connection = redis.Redis.from_url(REDIS_URL)
+    # A real trainer process, as `commine trainer` runs it.
+    code = f"from commine.workers.training import run_trainer; run_trainer({REDIS_URL!r}, {redis_prefix!r})"
+    trainer = subprocess.Popen([sys.executable, "-c", code])
+    try:
+        messages = [m for m in generate(700, seed=5) if m.label is not None][:500]
+        for start in range(0, 500, 10):  # 50 small annotated uploads in a row
+            chunk = messages[start : start + 10]
+            body = make_body(
+                "acme/inbox",
+                [m.comment for m in chunk],
+                actor="test",
+                dataset="acme/support",
+                annotations={m.comment["id"]: [m.label] for m in chunk},
+            )
+            handle_ingest(store, body)
+            catch_up(store)
+            request_retraining(store, requests.request, wait=True)
+        deadline = time.monotonic() + 180
+        while time.monotonic() < deadline and (
+            connection.exists(f"{redis_prefix}:train:{dataset_id}:queued") or _running(connection, redis_prefix)
+        ):
+            time.sleep(0.2)
+        time.sleep(0.5)
+    finally:
+        trainer.terminate()
+        trainer.wait(timeout=60)
+    runs = [e for e in store.read_aggregate(f"models:{dataset_id}") if isinstance(e, ModelTrained)]
+    assert 1 <= len(runs) <= 2
+    assert runs[-1].training_size == 500
+    store.engine.dispose()
+
+
+def _running(connection: redis.Redis, prefix: str) -> bool:
+    queue = rq.Queue(queue_name(prefix), connection=connection)
+    return bool(queue.count or rq.registry.StartedJobRegistry(queue=queue).count)
