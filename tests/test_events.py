@@ -100,6 +100,8 @@ def test_every_event_named_in_the_design_is_in_the_catalogue() -> None:
         "PredictionsRecorded", "StreamCreated", "ThresholdChanged", "StreamAdvanced", "StreamReset",
         "ExceptionReported", "SourcePurged", "ProjectCreated",
     ]  # fmt: skip
+    label_lifecycle = ["LabelsMerged", "LabelDeleted"]  # issue 3: merging and deleting labels
+    design += label_lifecycle
     assert sorted(design) == CATALOGUE
     for name in CATALOGUE:
         assert registry.lookup(name).type_name() == name

@@ -63,9 +63,34 @@ class LabelDefined(DomainEvent):
 @event
 @dataclass(frozen=True, kw_only=True)
 class LabelRenamed(DomainEvent):
+    """A label renamed, its children with it (``Old > x`` becomes ``New > x``), in annotations too."""
+
     dataset_id: str
     old_name: str
     new_name: str
+
+
+@event
+@dataclass(frozen=True, kw_only=True)
+class LabelsMerged(DomainEvent):
+    """Labels folded into one: each source and its children move under ``target``.
+
+    A child ``Source > x`` becomes ``Target > x``, merged with that label when it exists.
+    Annotations carrying a source name carry the target instead.
+    """
+
+    dataset_id: str
+    sources: list[str]
+    target: str
+
+
+@event
+@dataclass(frozen=True, kw_only=True)
+class LabelDeleted(DomainEvent):
+    """A label and its children left the taxonomy, and every annotation that carried them."""
+
+    dataset_id: str
+    name: str
 
 
 @event

@@ -25,14 +25,14 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from commine.domain.annotation import Annotation, annotation_aggregate_id
 from commine.domain.comment import normalise_comment
-from commine.domain.dataset import Dataset, dataset_aggregate_id
-from commine.domain.errors import CommentError, DomainError
+from commine.domain.dataset import dataset_aggregate_id
+from commine.domain.errors import CommentError, DomainError, NotFound
 from commine.domain.message import NEW, UNCHANGED, UPDATED, Message, message_aggregate_id
 from commine.domain.names import label_name, split_full_name
 from commine.domain.source import Source, source_aggregate_id
 from commine.events import DomainEvent
+from commine.handlers.labels import load_annotations, load_dataset, require_version
 from commine.persistence.engine import insert
 from commine.persistence.schema import ingest_receipts
 from commine.persistence.store import ConcurrencyError, EventStore
@@ -158,11 +158,14 @@ def handle_ingest(store: EventStore, body: Any) -> Receipt:
                 receipt = find_receipt(conn, batch.batch_id)
                 if receipt is not None:
                     return receipt
-                receipt, events = _decide(store, conn, batch)
+                receipt, events, taxonomy = _decide(store, conn, batch)
                 # The receipt first: the append takes the log's write lock, held until commit,
                 # so whatever comes after it in this transaction holds up every other writer.
                 _save_receipt(conn, receipt)
                 store.append(events, conn)
+                if taxonomy is not None and events:
+                    # Label names were decided on this dataset version: a rename since means again.
+                    require_version(conn, *taxonomy)
                 return receipt
         except ConcurrencyError:
             # Another worker wrote one of these messages first: decide again on its version.
@@ -172,7 +175,10 @@ def handle_ingest(store: EventStore, body: Any) -> Receipt:
     raise AssertionError("unreachable")
 
 
-def _decide(store: EventStore, conn: Connection, batch: IngestBatch) -> tuple[Receipt, list[DomainEvent]]:
+def _decide(
+    store: EventStore, conn: Connection, batch: IngestBatch
+) -> tuple[Receipt, list[DomainEvent], tuple[str, int] | None]:
+    """The receipt, the events, and the (dataset, version) the annotations were decided on if any."""
     project, name = split_full_name("source", batch.source)
     source = Source.replay(
         source_aggregate_id(project, name), store.read_aggregate(source_aggregate_id(project, name), conn)
@@ -204,39 +210,42 @@ def _decide(store: EventStore, conn: Connection, batch: IngestBatch) -> tuple[Re
             receipt.unchanged += 1
     for message in messages.values():
         events.extend(message.collect())
+    taxonomy = None
     if batch.dataset and batch.annotations:
         stored_ids = {comment["id"] for _, comment in accepted}
-        events.extend(_annotate(store, conn, batch, source.source_id, stored_ids, receipt))
-    return receipt, events
+        labelled, taxonomy = _annotate(store, conn, batch, source.source_id, stored_ids, receipt)
+        events.extend(labelled)
+    return receipt, events, taxonomy
 
 
 def _annotate(
     store: EventStore, conn: Connection, batch: IngestBatch, source_id: str, stored_ids: set[str], receipt: Receipt
-) -> list[DomainEvent]:
-    """Label events for the batch's annotations; a bad one is reported in the receipt, not fatal."""
+) -> tuple[list[DomainEvent], tuple[str, int]]:
+    """Label events for the batch's annotations, and the (dataset, version) they were decided on.
+
+    Each annotation is loaded as of now (following renames and merges of labels), so the file's
+    labels are compared with today's names. A bad one is reported in the receipt, not fatal.
+    """
     assert batch.dataset is not None
     project, name = split_full_name("dataset", batch.dataset)
-    dataset_id = dataset_aggregate_id(project, name)
-    dataset = Dataset.replay(dataset_id, store.read_aggregate(dataset_id, conn))
-    if not dataset.exists:
-        raise MalformedMessage(f"dataset {batch.dataset} does not exist")
+    try:
+        dataset, changes = load_dataset(store, conn, dataset_aggregate_id(project, name))
+    except NotFound:
+        raise MalformedMessage(f"dataset {batch.dataset} does not exist") from None
     if source_id not in dataset.source_ids:
         raise MalformedMessage(f"source {batch.source} is not in dataset {batch.dataset}")
     # A rejected comment's labels go with it: its error is in the receipt already.
     wanted = {comment_id: labels for comment_id, labels in batch.annotations.items() if comment_id in stored_ids}
-    ids = {
-        comment_id: annotation_aggregate_id(dataset.dataset_id, f"{source_id}.{comment_id}") for comment_id in wanted
-    }
-    loaded = store.read_aggregates(list(ids.values()), conn)
+    annotations = load_annotations(store, conn, dataset, changes, [f"{source_id}.{c}" for c in wanted])
     events: list[DomainEvent] = []
     for comment_id, labels in wanted.items():
         try:
             names = [label_name(label) for label in labels]
             for label in names:
                 dataset.define_label(label, actor=batch.actor)
-            annotation = Annotation.replay(ids[comment_id], loaded[ids[comment_id]])
+            annotation = annotations[f"{source_id}.{comment_id}"]
             annotation.label(names, actor=batch.actor)
             events.extend(annotation.collect())
         except DomainError as exc:
             receipt.errors.append({"index": None, "id": comment_id, "field": "labels", "reason": str(exc)})
-    return dataset.collect() + events
+    return dataset.collect() + events, (dataset.id, dataset.version)

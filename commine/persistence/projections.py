@@ -16,13 +16,17 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
+from commine.domain.annotation import follow_change
 from commine.domain.comment import parse_timestamp
+from commine.domain.taxonomy import TaxonomyChange, relabel
 from commine.events import (
     DatasetCreated,
     LabelApplied,
     LabelDefined,
+    LabelDeleted,
     LabelRemoved,
     LabelRenamed,
+    LabelsMerged,
     MessageDeleted,
     MessageIngested,
     ModelTrained,
@@ -179,16 +183,52 @@ def _label_defined(conn: Connection, e: LabelDefined) -> None:
     _touch_dataset(conn, e.dataset_id, e.occurred_at)
 
 
-def _label_renamed(conn: Connection, e: LabelRenamed) -> None:
-    rows = conn.execute(sa.select(t.labels).where(t.labels.c.dataset_id == e.dataset_id)).all()
-    for row in rows:
-        if row.name == e.old_name or row.name.startswith(e.old_name + " > "):
-            conn.execute(
-                t.labels.update()
-                .where(t.labels.c.dataset_id == e.dataset_id, t.labels.c.name == row.name)
-                .values(name=e.new_name + row.name[len(e.old_name) :])
-            )
+def _taxonomy_changed(conn: Connection, e: TaxonomyChange) -> None:
+    """A rename, merge or deletion of labels: the taxonomy and every annotation of the dataset follow."""
+    _relabel_labels(conn, e)
+    _relabel_annotations(conn, e)
     _touch_dataset(conn, e.dataset_id, e.occurred_at)
+
+
+def _relabel_labels(conn: Connection, e: TaxonomyChange) -> None:
+    """Move the labels rows as ``domain.taxonomy`` says; a moved label that meets an existing one merges into it.
+
+    The moved rows go first, then come back under their new names, so the outcome does not
+    depend on the order rows are visited in (a child folded into its parent can take the name
+    its parent vacates). Of several rows meeting in one name, the first by old name gives the
+    description.
+    """
+    table = t.labels
+    query = sa.select(table.c.name, table.c.description).where(table.c.dataset_id == e.dataset_id)
+    rows: dict[str, str] = {row.name: row.description for row in conn.execute(query)}
+    moved = {name: relabel(name, e) for name in rows}
+    moved = {name: new for name, new in moved.items() if new != name}
+    if not moved:
+        return
+    conn.execute(table.delete().where(table.c.dataset_id == e.dataset_id, table.c.name.in_(list(moved))))
+    kept = set(rows) - set(moved)
+    for old in sorted(moved):
+        new = moved[old]
+        if new is not None and new not in kept:
+            conn.execute(table.insert().values(dataset_id=e.dataset_id, name=new, description=rows[old]))
+            kept.add(new)
+
+
+def _relabel_annotations(conn: Connection, e: TaxonomyChange) -> None:
+    """Every annotation of the dataset carrying a moved name, assigned or dismissed, in today's names.
+
+    ``updated_at`` stays: it says when a trainer last annotated the message, and nobody did.
+    """
+    table = t.annotations
+    query = sa.select(table.c.uid, table.c.assigned, table.c.dismissed).where(table.c.dataset_id == e.dataset_id)
+    for row in conn.execute(query).all():
+        assigned, dismissed = follow_change(row.assigned, row.dismissed, e)
+        if assigned != row.assigned or dismissed != row.dismissed:
+            conn.execute(
+                table.update()
+                .where(table.c.dataset_id == e.dataset_id, table.c.uid == row.uid)
+                .values(assigned=assigned, dismissed=dismissed)
+            )
 
 
 def _label_applied(conn: Connection, e: LabelApplied) -> None:
@@ -252,7 +292,9 @@ _CATALOGUE_HANDLERS: dict[type, Callable[[Connection, Any], None]] = {
     DatasetCreated: _dataset_created,
     SourceAddedToDataset: _source_added,
     LabelDefined: _label_defined,
-    LabelRenamed: _label_renamed,
+    LabelRenamed: _taxonomy_changed,
+    LabelsMerged: _taxonomy_changed,
+    LabelDeleted: _taxonomy_changed,
     LabelApplied: _label_applied,
     LabelRemoved: _label_removed,
     ModelTrained: _model_trained,

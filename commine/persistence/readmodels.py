@@ -80,3 +80,34 @@ def status(engine: Engine) -> dict[str, Any]:
             )
         position = conn.execute(sa.select(t.checkpoints.c.position).where(t.checkpoints.c.name == CHECKPOINT)).scalar()
     return {"projects": list(projects.values()), "projected_position": int(position or 0)}
+
+
+def labels(engine: Engine, dataset_id: str) -> list[dict[str, Any]]:
+    """A dataset's labels by name, each with how many messages have it assigned and dismissed."""
+    with engine.connect() as conn:
+        rows = conn.execute(
+            sa.select(t.labels.c.name, t.labels.c.description)
+            .where(t.labels.c.dataset_id == dataset_id)
+            .order_by(t.labels.c.name)
+        ).all()
+        annotations = conn.execute(
+            sa.select(t.annotations.c.assigned, t.annotations.c.dismissed).where(
+                t.annotations.c.dataset_id == dataset_id
+            )
+        ).all()
+    assigned: dict[str, int] = {}
+    dismissed: dict[str, int] = {}
+    for row in annotations:
+        for entry in row.assigned:
+            assigned[entry["name"]] = assigned.get(entry["name"], 0) + 1
+        for name in row.dismissed:
+            dismissed[name] = dismissed.get(name, 0) + 1
+    return [
+        {
+            "name": row.name,
+            "description": row.description,
+            "assigned": assigned.get(row.name, 0),
+            "dismissed": dismissed.get(row.name, 0),
+        }
+        for row in rows
+    ]
