@@ -7,6 +7,7 @@ import tempfile
 import time
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -83,10 +84,11 @@ def demo(ctx: Context, messages: int, labelled: int, seed: int, home: Path | Non
                 f"4. read models: {state['sources'][0]['messages']} messages in {SOURCE}; "
                 f"{dataset['annotations']} annotated in {DATASET}"
             )
+            _show_model(app)
             live, rebuilt = replay.verify(app.store)
             verdict = "equals" if live.total == rebuilt.total else "DIFFERS FROM"
             click.echo(
-                f"5. replay: {app.store.last_position()} events rebuilt into a fresh schema; "
+                f"7. replay: {app.store.last_position()} events rebuilt into a fresh schema; "
                 f"digest {rebuilt.total[:16]} {verdict} the live state"
             )
             if live.total != rebuilt.total:
@@ -94,3 +96,26 @@ def demo(ctx: Context, messages: int, labelled: int, seed: int, home: Path | Non
         finally:
             app.close()
     click.echo(f"demo finished in {time.perf_counter() - started:.1f} s")
+
+
+def _show_model(app: Any) -> None:
+    """Train the model the annotations asked for, and show what it says."""
+    from commine.handlers.insight import load_view, queue
+
+    trained = app.training.run_pending() if app.training is not None else []
+    if not trained:
+        click.echo("5. model: nothing to train (no annotated message)")
+        return
+    model = trained[-1]
+    rating = model.metrics.get("rating") or {}
+    report = model.metrics.get("validation") or {}
+    click.echo(
+        f"5. model version {model.version}: trained on {model.training_size} annotated messages in "
+        f"{model.metrics['train_seconds']:.1f} s, {len(model.labels)} labels; "
+        f"MAP {report.get('mean_average_precision') or 0:.2f}, rating {rating.get('score', 'n/a')} "
+        f"({rating.get('band', 'not validated')}); every message predicted"
+    )
+    view = load_view(app.store, model.dataset_id)
+    for item in queue(view, "low-confidence", n=2) or queue(view, "shuffle", n=2):
+        best = item["predicted"][0]
+        click.echo(f"6. to label next: {item['text'][:70]!r} (best guess {best['name']} {best['probability']:.2f})")
