@@ -47,6 +47,8 @@ class Settings:
     retrain: bool = True
     #: Predict new messages on ingestion under their datasets' newest models.
     predict: bool = True
+    #: Compute the transformer embedding (all-MiniLM-L6-v2) of new messages, when its extra is installed.
+    transformer: bool = True
 
     @property
     def embedded_database_url(self) -> str:
@@ -77,6 +79,7 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
         relay_events=env.get("COMMINE_RELAY_EVENTS", "1") != "0",
         retrain=env.get("COMMINE_RETRAIN", "1") != "0",
         predict=env.get("COMMINE_PREDICT", "1") != "0",
+        transformer=env.get("COMMINE_TRANSFORMER", "1") != "0",
     )
     if _flag(env.get("COMMINE_EMBEDDED")):
         if not env.get("COMMINE_DATABASE_URL"):

@@ -97,6 +97,8 @@ def service_settings(pg_url: str, queue_prefix: str, tmp_path: Path) -> Settings
         amqp_url=AMQP_URL,
         queue_prefix=queue_prefix,
         home=tmp_path,
+        # The transformer worker embeds at a few hundred messages a second: only its own tests run it.
+        transformer=False,
     )
 
 
@@ -109,6 +111,7 @@ def service_env(service_settings: Settings) -> dict[str, str]:
         COMMINE_AMQP_URL=service_settings.amqp_url,
         COMMINE_QUEUE_PREFIX=service_settings.queue_prefix,
         COMMINE_HOME=str(service_settings.home),
+        COMMINE_TRANSFORMER="0",
     )
     return env
 
@@ -116,5 +119,5 @@ def service_env(service_settings: Settings) -> dict[str, str]:
 @pytest.fixture
 def embedded_settings(tmp_path: Path) -> Settings:
     return replace(
-        load_settings({}), home=tmp_path, database_url=f"sqlite:///{tmp_path / 'commine.db'}"
+        load_settings({}), home=tmp_path, database_url=f"sqlite:///{tmp_path / 'commine.db'}", transformer=False
     ).with_embedded()

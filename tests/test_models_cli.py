@@ -46,6 +46,7 @@ def home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     folder = tmp_path_factory.mktemp("models-cli")
     saved = {k: os.environ.pop(k) for k in [k for k in os.environ if k.startswith("COMMINE_")]}
     os.environ["COMMINE_HOME"] = str(folder)
+    os.environ["COMMINE_TRANSFORMER"] = "0"
     from commine.settings import load_settings
 
     settings: Settings = load_settings().with_embedded()
@@ -63,6 +64,7 @@ def home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
         yield folder
     finally:
         os.environ.pop("COMMINE_HOME", None)
+        os.environ.pop("COMMINE_TRANSFORMER", None)
         os.environ.update(saved)
 
 

@@ -15,7 +15,8 @@ import pika
 INGEST = "ingest"
 PROJECT = "project"
 RELAY = "relay"
-HANDLERS = (INGEST, PROJECT, RELAY)
+EMBED = "embed"
+HANDLERS = (INGEST, PROJECT, RELAY, EMBED)
 
 
 def queue_name(prefix: str, handler: str) -> str:

@@ -17,12 +17,14 @@ from typing import TYPE_CHECKING, Any
 import dramatiq
 
 from commine.broker.publisher import EventPublisher
-from commine.broker.topology import INGEST, PROJECT, RELAY, queue_name
+from commine.broker.topology import EMBED, INGEST, PROJECT, RELAY, queue_name
+from commine.handlers.embedding import embed_new
 from commine.handlers.ingest import MalformedMessage, handle_ingest
 from commine.handlers.prediction import predict_new
 from commine.handlers.project import project as project_read_models
 from commine.handlers.relay import relay_events
 from commine.handlers.retrain import request_retraining
+from commine.ml.encoders import minilm_installed
 from commine.settings import Settings
 
 if TYPE_CHECKING:
@@ -62,11 +64,13 @@ class Actors:
     ingest: dramatiq.Actor[Any, Any]
     project: dramatiq.Actor[Any, Any]
     relay: dramatiq.Actor[Any, Any] | None
+    #: The transformer embedding, when its extra is installed: slow, so on a queue of its own.
+    embed: dramatiq.Actor[Any, Any] | None = None
 
     @property
     def queues(self) -> list[str]:
-        actors = [self.ingest, self.project] + ([self.relay] if self.relay else [])
-        return [a.queue_name for a in actors]
+        actors = [self.ingest, self.project, self.relay, self.embed]
+        return [a.queue_name for a in actors if a is not None]
 
 
 def register_actors(
@@ -88,7 +92,10 @@ def register_actors(
         busy = not project_read_models(store)
         # Both read the read models (datasets' sources, models), so they come after them.
         if settings.predict:
-            busy |= predict_new(store) is None
+            predicted = predict_new(store)
+            busy |= predicted is None
+            if predicted:  # its PredictionsRecorded belong in the read models too
+                busy |= not project_read_models(store)
         if request_training is not None:
             busy |= request_retraining(store, request_training) is None
         if busy:
@@ -110,8 +117,22 @@ def register_actors(
         else dramatiq.actor(relay, actor_name=RELAY, queue_name=queue_name(prefix, RELAY), broker=broker, **options)
     )
 
+    def embed() -> None:
+        """Compute the transformer embedding of new messages and predict them again with it."""
+        embedded = embed_new(store)
+        if embedded is None:
+            nudgers[EMBED].nudge()
+        elif embedded:  # it may have recorded better predictions: the read models follow
+            nudgers[PROJECT].nudge()
+
+    embed_actor = (
+        dramatiq.actor(embed, actor_name=EMBED, queue_name=queue_name(prefix, EMBED), broker=broker, **options)
+        if settings.transformer and minilm_installed()
+        else None
+    )
+
     delay = 0 if settings.embedded else FOLLOW_UP_DELAY
-    nudgers = {a.actor_name: Nudger(a, delay) for a in (project_actor, relay_actor) if a is not None}
+    nudgers = {a.actor_name: Nudger(a, delay) for a in (project_actor, relay_actor, embed_actor) if a is not None}
 
     def ingest(body: Any) -> None:
         """Store one batch of comments, then nudge the read models and the relay."""
@@ -127,4 +148,4 @@ def register_actors(
         throws=(MalformedMessage,),
         **options,
     )
-    return Actors(ingest=ingest_actor, project=project_actor, relay=relay_actor)
+    return Actors(ingest=ingest_actor, project=project_actor, relay=relay_actor, embed=embed_actor)
