@@ -191,3 +191,15 @@ def test_a_burst_of_500_annotations_trains_at_most_twice_and_the_last_model_saw_
 def _running(connection: redis.Redis, prefix: str) -> bool:
     queue = rq.Queue(queue_name(prefix), connection=connection)
     return bool(queue.count or rq.registry.StartedJobRegistry(queue=queue).count)
+
+
+@pytest.mark.services
+def test_the_dashboard_lists_the_training_queue(redis_prefix: str) -> None:
+    from commine.scripts.models import dashboard_app
+
+    connection = redis.Redis.from_url(REDIS_URL)
+    rq.Queue(queue_name(redis_prefix), connection=connection).enqueue("builtins.print", "waiting")
+    client = dashboard_app(REDIS_URL).test_client()
+    assert client.get("/").status_code == 200
+    queues = client.get("/0/data/queues.json").get_json()
+    assert queue_name(redis_prefix) in {q["name"] for q in queues["queues"]}

@@ -106,12 +106,18 @@ def trainer(ctx: Context, burst: bool) -> None:
 @pass_context
 def dashboard(ctx: Context, host: str, port: int) -> None:
     """Serve rq-dashboard: training jobs, their progress and failures."""
-    from rq_dashboard.cli import make_flask_app
-
-    app = make_flask_app(None, ctx.settings.redis_url, None, None)
-    app.config["RQ_DASHBOARD_REDIS_URL"] = [ctx.settings.redis_url]
+    app = dashboard_app(ctx.settings.redis_url)
     click.echo(f"rq-dashboard on http://{host}:{port}/")
     app.run(host=host, port=port)
+
+
+def dashboard_app(redis_url: str) -> Any:
+    """rq-dashboard's Flask app on the deployment's Redis."""
+    from rq_dashboard.cli import make_flask_app
+
+    app = make_flask_app(None, None, None, "")
+    app.config["RQ_DASHBOARD_REDIS_URL"] = [redis_url]
+    return app
 
 
 @click.command()
