@@ -10,19 +10,14 @@ the ``transformer`` extra is installed.
 
 from __future__ import annotations
 
-from collections import defaultdict
 from typing import Any
 
-import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from commine.events import MessageIngested
-from commine.handlers.training import embeddings, model_by_hash, prediction_events
+from commine.handlers.training import embeddings, predict_rows
 from commine.ml.encoders import MINILM, WORDLLAMA
 from commine.ml.text import comment_text
 from commine.persistence import mldata
-from commine.persistence import schema as t
-from commine.persistence.mldata import MessageRow
 from commine.persistence.store import EventStore
 from commine.persistence.tracking import follow
 
@@ -42,40 +37,11 @@ def embed_new(store: EventStore, *, wait: bool = False) -> int | None:
 
 
 def _embed_window(store: EventStore, conn: Connection, start: int, end: int) -> None:
-    sources = set(conn.execute(sa.select(t.dataset_sources.c.source_id).distinct()).scalars())
-    if not sources:
+    sources = mldata.sources_in_datasets(conn)
+    ingested = mldata.ingested_between(conn, start, end, sources) if sources else []
+    if not ingested:
         return
-    e = t.events
-    query = sa.select(e.c.position, e.c.payload).where(
-        e.c.position > start,
-        e.c.position <= end,
-        e.c.type == MessageIngested.type_name(),
-        e.c.payload["source_id"].as_string().in_(sorted(sources)),
-    )
-    latest: dict[tuple[str, str], tuple[MessageRow, dict[str, Any]]] = {}
-    for position, payload in conn.execute(query.order_by(e.c.position)):
-        row = MessageRow(payload["source_id"], payload["comment_id"], position, payload["content_hash"])
-        latest[(row.source_id, row.comment_id)] = (row, payload["comment"])
-    if not latest:
-        return
-    rows = [row for row, _ in latest.values()]
-    texts = [comment_text(comment) for _, comment in latest.values()]
+    rows = [row for row, _ in ingested]
+    texts = [comment_text(comment) for _, comment in ingested]
     vectors = embeddings(conn, rows, texts, compute=(WORDLLAMA, MINILM))
-    _predict_again(store, conn, rows, texts, vectors)
-
-
-def _predict_again(
-    store: EventStore, conn: Connection, rows: list[MessageRow], texts: list[str], vectors: dict[str, Any]
-) -> None:
-    models = mldata.latest_models(conn, sorted({row.source_id for row in rows}))
-    members: dict[tuple[str, int, str], list[int]] = defaultdict(list)
-    for i, row in enumerate(rows):
-        for key in models.get(row.source_id, []):
-            members[key].append(i)
-    for (dataset_id, version, digest), chosen in members.items():
-        model = model_by_hash(conn, digest)
-        if MINILM not in model.encoders:
-            continue
-        scores = model.predict([texts[i] for i in chosen], {name: v[chosen] for name, v in vectors.items()})
-        uids = [rows[i].uid for i in chosen]
-        store.append(prediction_events(dataset_id, version, uids, model.labels, scores, ACTOR), conn=conn)
+    predict_rows(store, conn, rows, texts, vectors, ACTOR, needs=MINILM)

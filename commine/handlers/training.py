@@ -228,6 +228,29 @@ def record_predictions(
         store.append([event])
 
 
+def predict_rows(
+    store: EventStore,
+    conn: Connection,
+    rows: Sequence[MessageRow],
+    texts: Sequence[str],
+    vectors: dict[str, NDArray[np.float32]],
+    actor: str,
+    *,
+    needs: str | None = None,
+) -> None:
+    """Predict messages under each of their datasets' newest models, in ``conn``'s transaction.
+
+    With ``needs`` (an encoder name), only under models with a head that reads it.
+    """
+    for (dataset_id, version, digest), members in mldata.newest_models_of(conn, rows).items():
+        model = model_by_hash(conn, digest)
+        if needs is not None and needs not in model.encoders:
+            continue
+        scores = model.predict([texts[i] for i in members], {name: v[members] for name, v in vectors.items()})
+        uids = [rows[i].uid for i in members]
+        store.append(prediction_events(dataset_id, version, uids, model.labels, scores, actor), conn=conn)
+
+
 def load_model(store: EventStore, dataset_id: str, version: int | None = None) -> tuple[int, Model]:
     """A stored model version (the newest when None), loaded from its artifact."""
     with store.engine.connect() as conn:

@@ -160,3 +160,42 @@ def predictions(conn: Connection, dataset_id: str, version: int) -> dict[str, di
 def _chunks(items: list[Any]) -> Iterator[list[Any]]:
     for start in range(0, len(items), CHUNK):
         yield items[start : start + CHUNK]
+
+
+def sources_in_datasets(conn: Connection) -> list[str]:
+    """Every source some dataset reads: only their messages are embedded and predicted."""
+    return sorted(conn.execute(sa.select(t.dataset_sources.c.source_id).distinct()).scalars())
+
+
+def ingested_between(
+    conn: Connection, start: int, end: int, sources: Sequence[str]
+) -> list[tuple[MessageRow, dict[str, Any]]]:
+    """The newest content of each message of ``sources`` ingested in the log window (start, end]."""
+    from commine.events import MessageIngested
+
+    e = t.events
+    query = (
+        sa.select(e.c.position, e.c.payload)
+        .where(
+            e.c.position > start,
+            e.c.position <= end,
+            e.c.type == MessageIngested.type_name(),
+            e.c.payload["source_id"].as_string().in_(list(sources)),
+        )
+        .order_by(e.c.position)
+    )
+    latest: dict[tuple[str, str], tuple[MessageRow, dict[str, Any]]] = {}
+    for position, payload in conn.execute(query):
+        row = MessageRow(payload["source_id"], payload["comment_id"], position, payload["content_hash"])
+        latest[(row.source_id, row.comment_id)] = (row, payload["comment"])
+    return list(latest.values())
+
+
+def newest_models_of(conn: Connection, rows: Sequence[MessageRow]) -> dict[tuple[str, int, str], list[int]]:
+    """(dataset id, newest version, artifact hash) -> indices into ``rows`` of the messages it predicts."""
+    models = latest_models(conn, sorted({row.source_id for row in rows}))
+    members: dict[tuple[str, int, str], list[int]] = {}
+    for i, row in enumerate(rows):
+        for key in models.get(row.source_id, []):
+            members.setdefault(key, []).append(i)
+    return members
