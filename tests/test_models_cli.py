@@ -150,3 +150,11 @@ def test_drift_compares_messages_since_training_with_those_before(home: Path) ->
     assert report["model_version"] == 1
     assert report["n_recent"] == 100 and report["n_reference"] == 400
     assert isinstance(report["shifted"], bool)
+
+
+def test_reproduce_trains_a_version_again_from_the_log_and_finds_the_same_artifact(home: Path) -> None:
+    result = commine("reproduce", DATASET, "--version", "1")
+    assert result.exit_code == 0, result.output
+    assert "equals the recorded" in result.output
+    missing = CliRunner().invoke(cli, ["--embedded", "reproduce", DATASET, "--version", "9"])
+    assert missing.exit_code != 0 and "no model version 9" in missing.output

@@ -19,7 +19,7 @@ from commine.handlers.commands import create_dataset, create_project, create_sou
 from commine.handlers.ingest import handle_ingest
 from commine.handlers.prediction import predict_new
 from commine.handlers.retrain import request_retraining
-from commine.handlers.training import NothingToTrain, load_model, snapshot, train_dataset
+from commine.handlers.training import NothingToTrain, load_model, reproduce, snapshot, train_dataset
 from commine.integrations.ingest_client import make_body
 from commine.persistence import mldata
 from commine.persistence import schema as t
@@ -114,14 +114,21 @@ def test_training_without_labels_says_so(store: EventStore) -> None:
 
 def test_a_model_version_is_reproducible_from_the_log(store: EventStore) -> None:
     dataset_id = _dataset(store)
-    _ingest(store, generate(150, seed=4), labelled=150)
+    messages = generate(200, seed=4)
+    _ingest(store, messages[:120], labelled=120)
     first = train_dataset(store, dataset_id, actor="trainer")
-    catch_up(store)
-    second = train_dataset(store, dataset_id, actor="trainer")  # same data, same configuration
-    assert second.version == 2
-    assert second.artifact_hash == first.artifact_hash
-    assert second.hyperparameters == first.hyperparameters
-    assert first.trained_on_position > 0
+    _ingest(store, messages[120:], labelled=80)  # more annotations after version 1
+    second = train_dataset(store, dataset_id, actor="trainer")
+    assert second.artifact_hash != first.artifact_hash
+    assert second.trained_on_position > first.trained_on_position > 0
+
+    # Each version, trained again from the log as it stood then, is the very same artifact.
+    for trained in (first, second):
+        again = reproduce(store, dataset_id, trained.version)
+        assert again.matches, again
+        assert again.trained_on_position == trained.trained_on_position
+    with pytest.raises(LookupError):
+        reproduce(store, dataset_id, 3)
 
 
 def _count(store: EventStore, kind: type) -> int:

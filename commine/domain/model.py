@@ -25,8 +25,8 @@ class ModelVersions(Aggregate):
         super().__init__(aggregate_id)
         self.dataset_id = aggregate_id.removeprefix(self.prefix)
         self.latest = 0
-        self.artifacts: dict[int, str] = {}
         self.newest: ModelTrained | None = None
+        self.trained: dict[int, ModelTrained] = {}
 
     def register(
         self,
@@ -60,5 +60,5 @@ class ModelVersions(Aggregate):
 
     def _on_ModelTrained(self, event: ModelTrained) -> None:
         self.latest = event.version
-        self.artifacts[event.version] = event.artifact_hash
         self.newest = event
+        self.trained[event.version] = event

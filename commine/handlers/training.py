@@ -15,16 +15,19 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import sqlalchemy as sa
 from numpy.typing import NDArray
-from sqlalchemy.engine import Connection
+from sqlalchemy.engine import Connection, Engine
 
 from commine.domain.model import ModelVersions, models_aggregate_id
 from commine.events import ModelTrained, PredictionsRecorded
 from commine.handlers.commands import run
 from commine.ml import validation
 from commine.ml.encoders import MINILM, WORDLLAMA, encoder, minilm_installed
+from commine.ml.fasttext_model import FastTextParams
 from commine.ml.model import Model, TrainingConfig, TrainingResult, TrainingSet, artifact_hash, train
-from commine.persistence import mldata
+from commine.persistence import mldata, projections
+from commine.persistence import schema as t
 from commine.persistence.mldata import MessageRow
 from commine.persistence.store import EventStore
 
@@ -57,17 +60,24 @@ class NothingToTrain(Exception):
     """The dataset has no reviewed message with a label yet."""
 
 
-def snapshot(store: EventStore, dataset_id: str) -> Snapshot:
-    with store.engine.connect() as conn:
+def snapshot(store: EventStore, dataset_id: str, read_models: Engine | None = None) -> Snapshot:
+    """The dataset as its read models show it (the live ones, or ``read_models`` rebuilt elsewhere).
+
+    ``position`` is the log position the read models reflect, read in the same snapshot.
+    """
+    with (read_models or store.engine).connect() as conn:
         if conn.dialect.name == "postgresql":  # one consistent view across the queries below
             conn.exec_driver_sql("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
-        position = store.last_position(conn)
+        position = conn.execute(
+            sa.select(t.checkpoints.c.position).where(t.checkpoints.c.name == projections.CHECKPOINT)
+        ).scalar()
         messages = mldata.dataset_messages(conn, dataset_id)
         reviewed = mldata.annotations(conn, dataset_id)
         known = set(mldata.label_names(conn, dataset_id))
+    with store.engine.connect() as conn:  # the text lives in the log
         texts = mldata.texts(conn, messages)
     used = {name for names in reviewed.values() for name in names}
-    return Snapshot(dataset_id, position, messages, texts, reviewed, sorted(used & known))
+    return Snapshot(dataset_id, int(position or 0), messages, texts, reviewed, sorted(used & known))
 
 
 def embeddings(
@@ -270,3 +280,45 @@ def model_by_hash(conn: Connection, digest: str) -> Model:
             _MODELS.pop(next(iter(_MODELS)))
         _MODELS[digest] = Model.from_bytes(mldata.load_artifact(conn, digest))
     return _MODELS[digest]
+
+
+def training_config(hyperparameters: dict[str, Any]) -> TrainingConfig:
+    """The configuration ``ModelTrained.hyperparameters`` recorded."""
+    fields = {k: v for k, v in hyperparameters.items() if k != "fasttext"}
+    return TrainingConfig(**fields, fasttext=FastTextParams(**hyperparameters["fasttext"]))
+
+
+@dataclass(frozen=True)
+class Reproduction:
+    version: int
+    recorded_hash: str
+    reproduced_hash: str
+    trained_on_position: int
+
+    @property
+    def matches(self) -> bool:
+        return self.recorded_hash == self.reproduced_hash
+
+
+def reproduce(store: EventStore, dataset_id: str, version: int) -> Reproduction:
+    """Train a recorded version again from the log alone and compare the artifacts' hashes.
+
+    The read models are rebuilt up to the position the version was trained at, in a fresh schema,
+    and the recorded hyper-parameters are used: equal hashes prove the version is what the log says.
+    """
+    from commine.persistence.replay import fresh_schema
+
+    registry = ModelVersions.replay(
+        models_aggregate_id(dataset_id), store.read_aggregate(models_aggregate_id(dataset_id))
+    )
+    recorded = registry.trained.get(version)
+    if recorded is None:
+        raise LookupError(f"dataset {dataset_id} has no model version {version}")
+    with fresh_schema(store.engine) as target:
+        projections.rebuild(store, target, to_position=recorded.trained_on_position)
+        data = snapshot(store, dataset_id, read_models=target)
+    rows = [i for i, m in enumerate(data.messages) if m.uid in data.reviewed]
+    with store.transaction() as conn:
+        vectors = embeddings(conn, data.messages, data.texts)
+    result = train(_training_set(data, rows, vectors), training_config(recorded.hyperparameters))
+    return Reproduction(version, recorded.artifact_hash, artifact_hash(result.model.to_bytes()), data.position)

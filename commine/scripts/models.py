@@ -284,4 +284,26 @@ def drift(ctx: Context, dataset: str, as_json: bool) -> None:
         click.echo(f"  {label['label']:<40} PSI {label['psi']:.3f}  KS {label['ks']:.3f}{mark}")
 
 
-COMMANDS = [train, trainer, dashboard, predict, validation, queue_command, discover, drift]
+@click.command()
+@click.argument("dataset")
+@click.option("--version", "version", type=int, required=True)
+@pass_context
+def reproduce(ctx: Context, dataset: str, version: int) -> None:
+    """Train model VERSION again from the log as it stood then; fail unless the artifact is identical."""
+    from commine.handlers.training import reproduce as train_again
+
+    try:
+        result = train_again(ctx.store, _dataset_id(ctx, dataset), version)
+    except LookupError as exc:
+        fail(str(exc))
+        return
+    verdict = "equals" if result.matches else "DIFFERS FROM"
+    click.echo(
+        f"version {version} retrained from the log up to position {result.trained_on_position}: artifact "
+        f"sha256 {result.reproduced_hash[:16]} {verdict} the recorded {result.recorded_hash[:16]}"
+    )
+    if not result.matches:
+        fail("the model version is not reproducible")
+
+
+COMMANDS = [train, reproduce, trainer, dashboard, predict, validation, queue_command, discover, drift]
