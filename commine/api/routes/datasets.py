@@ -113,6 +113,12 @@ def project_datasets(ref: str, store: Store, user: Caller) -> dict[str, Any]:
         return {"status": "ok", "datasets": [dataset_view(conn, r) for r in dataset_rows(conn, [ref])]}
 
 
+def _answer(store: Store, project: str, name: str) -> dict[str, Any]:
+    """The dataset as it is after a write."""
+    with store.store.engine.connect() as conn:
+        return {"status": "ok", "dataset": dataset_view(conn, dataset_row(conn, project=project, name=name))}
+
+
 @router.get("/api/v1/datasets/{project}/{name}", summary="One dataset")
 def get_dataset(project: str, name: str, store: Store, user: Caller) -> dict[str, Any]:
     check_names(project, name, "dataset")
@@ -140,7 +146,7 @@ def create_dataset(project: str, name: str, body: DatasetRequest, store: Store, 
     )
     _define(store, full_name, _label_defs(fields), actor(user))
     store.written()
-    return get_dataset(project, name, store, user)
+    return _answer(store, project, name)
 
 
 @router.post("/api/v1/datasets/{project}/{name}", summary="Update a dataset (title, description, add sources)")
@@ -162,7 +168,7 @@ def update_dataset(project: str, name: str, body: DatasetRequest, store: Store, 
     )
     _define(store, f"{project}/{name}", _label_defs(fields), actor(user))
     store.written()
-    return get_dataset(project, name, store, user)
+    return _answer(store, project, name)
 
 
 @router.put("/api/_private/datasets/{project}/{name}/labels/{group}", summary="Define labels in bulk")

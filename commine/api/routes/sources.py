@@ -66,6 +66,12 @@ def project_sources(ref: str, store: Store, user: Caller) -> dict[str, Any]:
         return {"status": "ok", "sources": [source_view(r) for r in source_rows(conn, [ref])]}
 
 
+def _answer(store: Store, project: str, name: str) -> dict[str, Any]:
+    """The source as it is after a write (the writer needs no read permission to see what it wrote)."""
+    with store.store.engine.connect() as conn:
+        return {"status": "ok", "source": source_view(source_row(conn, project=project, name=name))}
+
+
 @router.get("/{project}/{name}", summary="One source")
 def get_source(project: str, name: str, store: Store, user: Caller) -> dict[str, Any]:
     check_names(project, name)
@@ -93,7 +99,7 @@ def create_source(project: str, name: str, body: SourceRequest, store: Store, us
         actor=actor(user),
     )
     store.written()
-    return get_source(project, name, store, user)
+    return _answer(store, project, name)
 
 
 @router.post("/{project}/{name}", summary="Update a source")
@@ -113,7 +119,7 @@ def update_source(project: str, name: str, body: SourceRequest, store: Store, us
         actor=actor(user),
     )
     store.written()
-    return get_source(project, name, store, user)
+    return _answer(store, project, name)
 
 
 @router.delete("/{ref}", summary="Delete a source by id (`id:<hex>`)")
