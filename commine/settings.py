@@ -49,6 +49,9 @@ class Settings:
     predict: bool = True
     #: Compute the transformer embedding (all-MiniLM-L6-v2) of new messages, when its extra is installed.
     transformer: bool = True
+    #: Where ``commine serve`` listens.
+    api_host: str = "127.0.0.1"
+    api_port: int = 8000
 
     @property
     def embedded_database_url(self) -> str:
@@ -80,6 +83,8 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
         retrain=env.get("COMMINE_RETRAIN", "1") != "0",
         predict=env.get("COMMINE_PREDICT", "1") != "0",
         transformer=env.get("COMMINE_TRANSFORMER", "1") != "0",
+        api_host=env.get("COMMINE_API_HOST") or "127.0.0.1",
+        api_port=int(env.get("COMMINE_API_PORT") or 8000),
     )
     if _flag(env.get("COMMINE_EMBEDDED")):
         if not env.get("COMMINE_DATABASE_URL"):

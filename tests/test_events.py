@@ -102,6 +102,9 @@ def test_every_event_named_in_the_design_is_in_the_catalogue() -> None:
     ]  # fmt: skip
     label_lifecycle = ["LabelsMerged", "LabelDeleted"]  # issue 3: merging and deleting labels
     design += label_lifecycle
+    # issue 4: settings changes behind the HTTP API, and access control
+    design += ["SourceUpdated", "DatasetUpdated", "UserAdded", "TokenIssued", "TokenRevoked"]
+    design += ["PermissionsGranted", "PermissionsRevoked"]
     assert sorted(design) == CATALOGUE
     for name in CATALOGUE:
         assert registry.lookup(name).type_name() == name

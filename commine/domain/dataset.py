@@ -9,6 +9,7 @@ from commine.domain.source import check_title
 from commine.domain.taxonomy import in_subtree, move, relabel_all
 from commine.events import (
     DatasetCreated,
+    DatasetUpdated,
     LabelDefined,
     LabelDeleted,
     LabelRenamed,
@@ -34,6 +35,8 @@ class Dataset(Aggregate):
         self.source_ids: list[str] = []
         self.labels: list[str] = []
         self.has_sentiment = False
+        self.title = ""
+        self.description = ""
 
     def create(
         self,
@@ -64,6 +67,17 @@ class Dataset(Aggregate):
         )
         for source_id in source_ids:
             self.add_source(source_id, actor=actor)
+
+    def update(self, *, title: str | None = None, description: str | None = None, actor: str) -> bool:
+        """Change the title or description (None keeps one); False when nothing changes."""
+        self._require()
+        new_title = self.title if title is None else (title or self.name)
+        new_description = self.description if description is None else description
+        check_title(new_title, new_description)
+        if (new_title, new_description) == (self.title, self.description):
+            return False
+        self.record(DatasetUpdated, actor, dataset_id=self.dataset_id, title=new_title, description=new_description)
+        return True
 
     def add_source(self, source_id: str, *, actor: str) -> None:
         self._require()
@@ -179,6 +193,12 @@ class Dataset(Aggregate):
     def _on_DatasetCreated(self, event: DatasetCreated) -> None:
         self.dataset_id = event.dataset_id
         self.has_sentiment = event.has_sentiment
+        self.title = event.title
+        self.description = event.description
+
+    def _on_DatasetUpdated(self, event: DatasetUpdated) -> None:
+        self.title = event.title
+        self.description = event.description
 
     def _on_SourceAddedToDataset(self, event: SourceAddedToDataset) -> None:
         self.source_ids.append(event.source_id)

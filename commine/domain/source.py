@@ -7,7 +7,7 @@ import re
 from commine.domain.aggregate import Aggregate
 from commine.domain.errors import AlreadyExists, DomainError, NotFound
 from commine.domain.names import check_resource_name
-from commine.events import SourceCreated, SourcePurged
+from commine.events import SourceCreated, SourcePurged, SourceUpdated
 
 #: Checked with ``fullmatch``, so a trailing newline is not accepted.
 SOURCE_ID = re.compile(r"[0-9a-f]{16}")
@@ -26,6 +26,13 @@ def check_title(title: str, description: str) -> None:
         raise DomainError(f"description is {len(description)} characters; at most {MAX_DESCRIPTION}")
 
 
+def check_properties(names: list[str]) -> list[str]:
+    """Sensitive user property names, each once: typed names such as ``string:Email``."""
+    if not isinstance(names, list) or not all(isinstance(n, str) and 0 < len(n) <= 256 for n in names):
+        raise DomainError("sensitive_properties must be a list of property names of 1-256 characters")
+    return list(dict.fromkeys(names))
+
+
 class Source(Aggregate):
     prefix = "source:"
 
@@ -34,6 +41,10 @@ class Source(Aggregate):
         self.project, _, self.name = aggregate_id.removeprefix(self.prefix).partition("/")
         self.source_id = ""
         self.purged = False
+        self.title = ""
+        self.description = ""
+        self.should_translate = False
+        self.sensitive_properties: list[str] = []
 
     def create(
         self,
@@ -44,6 +55,8 @@ class Source(Aggregate):
         description: str = "",
         language: str = "en",
         kind: str = "unknown",
+        should_translate: bool = False,
+        sensitive_properties: list[str] | None = None,
         actor: str,
     ) -> None:
         check_resource_name("source", self.name)
@@ -64,7 +77,46 @@ class Source(Aggregate):
             description=description,
             language=language,
             kind=kind,
+            should_translate=should_translate,
+            sensitive_properties=check_properties(sensitive_properties or []),
         )
+
+    def update(
+        self,
+        *,
+        title: str | None = None,
+        description: str | None = None,
+        should_translate: bool | None = None,
+        sensitive_properties: list[str] | None = None,
+        actor: str,
+    ) -> bool:
+        """Change the given settings (None keeps one); False, and nothing recorded, when nothing changes."""
+        if not self.exists or self.purged:
+            raise NotFound(f"source {self.project}/{self.name} does not exist")
+        new_title = self.title if title is None else (title or self.name)
+        new_description = self.description if description is None else description
+        check_title(new_title, new_description)
+        translate = self.should_translate if should_translate is None else should_translate
+        sensitive = (
+            self.sensitive_properties if sensitive_properties is None else check_properties(sensitive_properties)
+        )
+        if (new_title, new_description, translate, sensitive) == (
+            self.title,
+            self.description,
+            self.should_translate,
+            self.sensitive_properties,
+        ):
+            return False
+        self.record(
+            SourceUpdated,
+            actor,
+            source_id=self.source_id,
+            title=new_title,
+            description=new_description,
+            should_translate=translate,
+            sensitive_properties=sensitive,
+        )
+        return True
 
     def purge(self, *, reason: str, actor: str) -> None:
         if not self.exists or self.purged:
@@ -74,6 +126,16 @@ class Source(Aggregate):
     def _on_SourceCreated(self, event: SourceCreated) -> None:
         self.source_id = event.source_id
         self.purged = False
+        self.title = event.title
+        self.description = event.description
+        self.should_translate = event.should_translate
+        self.sensitive_properties = list(event.sensitive_properties)
+
+    def _on_SourceUpdated(self, event: SourceUpdated) -> None:
+        self.title = event.title
+        self.description = event.description
+        self.should_translate = event.should_translate
+        self.sensitive_properties = list(event.sensitive_properties)
 
     def _on_SourcePurged(self, event: SourcePurged) -> None:
         self.purged = True

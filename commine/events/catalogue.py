@@ -32,6 +32,21 @@ class SourceCreated(DomainEvent):
     description: str = ""
     language: str = "en"
     kind: str = "unknown"
+    should_translate: bool = False
+    #: User property names (``string:Email``) only readers with ``sources-read-sensitive`` see.
+    sensitive_properties: list[str] = field(default_factory=list)
+
+
+@event
+@dataclass(frozen=True, kw_only=True)
+class SourceUpdated(DomainEvent):
+    """A source's settings changed (``POST /v1/sources/<p>/<name>``); each field is its new value."""
+
+    source_id: str
+    title: str
+    description: str
+    should_translate: bool = False
+    sensitive_properties: list[str] = field(default_factory=list)
 
 
 @event
@@ -43,6 +58,16 @@ class DatasetCreated(DomainEvent):
     title: str = ""
     description: str = ""
     has_sentiment: bool = False
+
+
+@event
+@dataclass(frozen=True, kw_only=True)
+class DatasetUpdated(DomainEvent):
+    """A dataset's title or description changed; each field is its new value."""
+
+    dataset_id: str
+    title: str
+    description: str
 
 
 @event
@@ -210,3 +235,50 @@ class ExceptionReported(DomainEvent):
 class SourcePurged(DomainEvent):
     source_id: str
     reason: str = ""
+
+
+# --- access control: users, API tokens, per-project permissions (aggregate ``user:<username>``) ---
+
+
+@event
+@dataclass(frozen=True, kw_only=True)
+class UserAdded(DomainEvent):
+    user_id: str
+    username: str
+    email: str = ""
+    #: A global administrator may do everything, in every project.
+    admin: bool = False
+
+
+@event
+@dataclass(frozen=True, kw_only=True)
+class TokenIssued(DomainEvent):
+    """An API token for the user. Only its SHA-256 is recorded: the token itself is shown once."""
+
+    username: str
+    token_id: str
+    token_hash: str
+    description: str = ""
+
+
+@event
+@dataclass(frozen=True, kw_only=True)
+class TokenRevoked(DomainEvent):
+    username: str
+    token_id: str
+
+
+@event
+@dataclass(frozen=True, kw_only=True)
+class PermissionsGranted(DomainEvent):
+    username: str
+    project: str
+    permissions: list[str]
+
+
+@event
+@dataclass(frozen=True, kw_only=True)
+class PermissionsRevoked(DomainEvent):
+    username: str
+    project: str
+    permissions: list[str]

@@ -11,7 +11,7 @@ import random
 import secrets
 import time
 from collections.abc import Callable
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from commine.domain.aggregate import Aggregate
 from commine.domain.dataset import Dataset, dataset_aggregate_id
@@ -74,6 +74,8 @@ def create_source(
     description: str = "",
     language: str = "en",
     kind: str = "unknown",
+    should_translate: bool = False,
+    sensitive_properties: list[str] | None = None,
     actor: str,
 ) -> Source:
     project, name = split_full_name("source", full_name)
@@ -90,6 +92,8 @@ def create_source(
             description=description,
             language=language,
             kind=kind,
+            should_translate=should_translate,
+            sensitive_properties=sensitive_properties,
             actor=actor,
         ),
     )
@@ -146,3 +150,36 @@ def add_source_to_dataset(store: EventStore, dataset: str, source: str, *, actor
     source_id = get_source(store, source).source_id
     project, name = split_full_name("dataset", dataset)
     return run(store, Dataset, dataset_aggregate_id(project, name), lambda d: d.add_source(source_id, actor=actor))
+
+
+def update_source(store: EventStore, full_name: str, *, actor: str, **changes: Any) -> Source:
+    """Change a source's title, description, should_translate or sensitive_properties (None keeps one)."""
+    project, name = split_full_name("source", full_name)
+    return run(store, Source, source_aggregate_id(project, name), lambda s: s.update(actor=actor, **changes))
+
+
+def delete_source(store: EventStore, full_name: str, *, reason: str = "", actor: str) -> Source:
+    """Delete a source: ``SourcePurged``, after which its messages are gone from every read model."""
+    project, name = split_full_name("source", full_name)
+    return run(store, Source, source_aggregate_id(project, name), lambda s: s.purge(reason=reason, actor=actor))
+
+
+def update_dataset(
+    store: EventStore,
+    full_name: str,
+    *,
+    title: str | None = None,
+    description: str | None = None,
+    sources: list[str] | None = None,
+    actor: str,
+) -> Dataset:
+    """Change a dataset's title or description, and add sources to it (a source is never taken out)."""
+    project, name = split_full_name("dataset", full_name)
+    source_ids = [get_source(store, s).source_id for s in sources or []]
+
+    def decide(dataset: Dataset) -> None:
+        dataset.update(title=title, description=description, actor=actor)
+        for source_id in source_ids:
+            dataset.add_source(source_id, actor=actor)
+
+    return run(store, Dataset, dataset_aggregate_id(project, name), decide)

@@ -51,6 +51,9 @@ class AnnotationRequest:
     dismissed: tuple[str, ...] = ()
     sentiment: str | None = None
     remove: tuple[str, ...] = ()
+    #: Replace the message's whole labelling with ``labels`` and ``dismissed`` (the reference API's
+    #: labellings route) instead of adding to it.
+    replace: bool = False
 
 
 @dataclass(frozen=True)
@@ -150,6 +153,15 @@ def _decide_one(
     for label in request.dismissed:
         if label_name(label) not in dataset.labels:
             raise NotFound(f"cannot dismiss {label_name(label)!r}: it is not in the taxonomy")
+    if request.replace:
+        changed = annotation.label(
+            list(request.labels),
+            dismissed=list(request.dismissed),
+            sentiment=request.sentiment,
+            has_sentiment=dataset.has_sentiment,
+            actor=actor,
+        )
+        return dataset, annotation, changed
     changed = annotation.annotate(
         list(request.labels),
         dismiss=list(request.dismissed),

@@ -21,6 +21,7 @@ from commine.domain.comment import parse_timestamp
 from commine.domain.taxonomy import TaxonomyChange, relabel
 from commine.events import (
     DatasetCreated,
+    DatasetUpdated,
     LabelApplied,
     LabelDefined,
     LabelDeleted,
@@ -30,12 +31,18 @@ from commine.events import (
     MessageDeleted,
     MessageIngested,
     ModelTrained,
+    PermissionsGranted,
+    PermissionsRevoked,
     PredictionsRecorded,
     ProjectCreated,
     SourceAddedToDataset,
     SourceCreated,
     SourcePurged,
+    SourceUpdated,
     StreamCreated,
+    TokenIssued,
+    TokenRevoked,
+    UserAdded,
 )
 from commine.persistence import schema as t
 from commine.persistence.engine import insert
@@ -139,6 +146,8 @@ def _source_created(conn: Connection, e: SourceCreated) -> None:
         "description": e.description,
         "language": e.language,
         "kind": e.kind,
+        "should_translate": e.should_translate,
+        "sensitive_properties": list(e.sensitive_properties),
         "purged": False,
         "created_at": e.occurred_at,
         "updated_at": e.occurred_at,
@@ -149,6 +158,66 @@ def _source_created(conn: Connection, e: SourceCreated) -> None:
 def _source_purged(conn: Connection, e: SourcePurged) -> None:
     conn.execute(
         t.sources.update().where(t.sources.c.source_id == e.source_id).values(purged=True, updated_at=e.occurred_at)
+    )
+
+
+def _source_updated(conn: Connection, e: SourceUpdated) -> None:
+    values = {
+        "title": e.title,
+        "description": e.description,
+        "should_translate": e.should_translate,
+        "sensitive_properties": list(e.sensitive_properties),
+        "updated_at": e.occurred_at,
+    }
+    conn.execute(t.sources.update().where(t.sources.c.source_id == e.source_id).values(**values))
+
+
+def _dataset_updated(conn: Connection, e: DatasetUpdated) -> None:
+    conn.execute(
+        t.datasets.update()
+        .where(t.datasets.c.dataset_id == e.dataset_id)
+        .values(title=e.title, description=e.description, last_modified=e.occurred_at)
+    )
+
+
+def _user_added(conn: Connection, e: UserAdded) -> None:
+    row = {
+        "username": e.username,
+        "user_id": e.user_id,
+        "email": e.email,
+        "admin": e.admin,
+        "created_at": e.occurred_at,
+    }
+    upsert(conn, t.users, [row], ["username"])
+
+
+def _token_issued(conn: Connection, e: TokenIssued) -> None:
+    row = {
+        "token_id": e.token_id,
+        "username": e.username,
+        "token_hash": e.token_hash,
+        "description": e.description,
+        "revoked": False,
+        "created_at": e.occurred_at,
+    }
+    upsert(conn, t.api_tokens, [row], ["token_id"])
+
+
+def _token_revoked(conn: Connection, e: TokenRevoked) -> None:
+    conn.execute(t.api_tokens.update().where(t.api_tokens.c.token_id == e.token_id).values(revoked=True))
+
+
+def _permissions_granted(conn: Connection, e: PermissionsGranted) -> None:
+    rows = [{"username": e.username, "project": e.project, "permission": p} for p in e.permissions]
+    upsert(conn, t.permissions, rows, ["username", "project", "permission"])
+
+
+def _permissions_revoked(conn: Connection, e: PermissionsRevoked) -> None:
+    table = t.permissions
+    conn.execute(
+        table.delete().where(
+            table.c.username == e.username, table.c.project == e.project, table.c.permission.in_(e.permissions)
+        )
     )
 
 
@@ -289,6 +358,13 @@ _CATALOGUE_HANDLERS: dict[type, Callable[[Connection, Any], None]] = {
     ProjectCreated: _project_created,
     SourceCreated: _source_created,
     SourcePurged: _source_purged,
+    SourceUpdated: _source_updated,
+    DatasetUpdated: _dataset_updated,
+    UserAdded: _user_added,
+    TokenIssued: _token_issued,
+    TokenRevoked: _token_revoked,
+    PermissionsGranted: _permissions_granted,
+    PermissionsRevoked: _permissions_revoked,
     DatasetCreated: _dataset_created,
     SourceAddedToDataset: _source_added,
     LabelDefined: _label_defined,

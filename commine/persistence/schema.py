@@ -75,6 +75,8 @@ sources = sa.Table(
     sa.Column("description", sa.Text, nullable=False),
     sa.Column("language", sa.String(16), nullable=False),
     sa.Column("kind", sa.String(64), nullable=False),
+    sa.Column("should_translate", sa.Boolean, nullable=False, server_default=sa.false()),
+    sa.Column("sensitive_properties", JsonType, nullable=False, server_default="[]"),
     sa.Column("purged", sa.Boolean, nullable=False),
     sa.Column("created_at", Timestamp, nullable=False),
     sa.Column("updated_at", Timestamp, nullable=False),
@@ -206,4 +208,36 @@ predictions = sa.Table(
     sa.Column("labels", JsonType, nullable=False),
     #: Log position of the ``PredictionsRecorded`` event: a newer prediction replaces an older one.
     sa.Column("position", sa.BigInteger, nullable=False),
+)
+
+#: Access control (``domain.access``): who may call the API, with which tokens, allowed to do what.
+users = sa.Table(
+    "users",
+    projection_metadata,
+    sa.Column("username", sa.String(64), primary_key=True),
+    sa.Column("user_id", sa.String(16), nullable=False),
+    sa.Column("email", sa.String(512), nullable=False),
+    sa.Column("admin", sa.Boolean, nullable=False),
+    sa.Column("created_at", Timestamp, nullable=False),
+)
+
+#: Only a token's SHA-256 is kept; a request's token is hashed and looked up here.
+api_tokens = sa.Table(
+    "api_tokens",
+    projection_metadata,
+    sa.Column("token_id", sa.String(16), primary_key=True),
+    sa.Column("username", sa.String(64), nullable=False),
+    sa.Column("token_hash", sa.String(64), nullable=False, unique=True),
+    sa.Column("description", sa.Text, nullable=False),
+    sa.Column("revoked", sa.Boolean, nullable=False),
+    sa.Column("created_at", Timestamp, nullable=False),
+    sa.Index("ix_api_tokens_username", "username"),
+)
+
+permissions = sa.Table(
+    "permissions",
+    projection_metadata,
+    sa.Column("username", sa.String(64), primary_key=True),
+    sa.Column("project", sa.String(1024), primary_key=True),
+    sa.Column("permission", sa.String(64), primary_key=True),
 )

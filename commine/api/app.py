@@ -1,0 +1,56 @@
+"""The app factory: routers per resource, the error envelope, the services the routes share."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from fastapi import FastAPI
+
+from commine.api import errors
+from commine.api.deps import Services
+from commine.api.routes import audit, auth, comments, datasets, labellings, models, sources
+from commine.persistence.store import EventStore
+
+ROUTERS = [
+    auth.router,
+    sources.router,
+    comments.router,
+    datasets.router,
+    labellings.router,
+    models.router,
+    audit.router,
+]
+
+
+def create_app(
+    app: Any = None, *, store: EventStore | None = None, after_write: Callable[[], None] | None = None
+) -> FastAPI:
+    """The ASGI app over a bootstrapped ``App`` (its store, and its actors nudged after writes), or a bare store."""
+    if app is not None:
+        store = app.store
+        after_write = after_write or _nudger(app)
+    if store is None:
+        raise ValueError("create_app needs an App or a store")
+    api = FastAPI(
+        title="commine",
+        summary="A Communications Mining-compatible API over commine's event store",
+        version="1",
+        responses=errors.ERROR_RESPONSES,
+    )
+    api.state.services = Services(store, after_write or (lambda: None))
+    errors.install(api)
+    for router in ROUTERS:
+        api.include_router(router)
+    return api
+
+
+def _nudger(app: Any) -> Callable[[], None]:
+    """After a write, the project actor predicts new messages and asks for retraining; the relay publishes."""
+
+    def nudge() -> None:
+        app.actors.project.send()
+        if app.actors.relay is not None:
+            app.actors.relay.send()
+
+    return nudge

@@ -1,0 +1,83 @@
+"""What every route depends on: the services, the caller (from the bearer token), permission checks."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Annotated
+
+import sqlalchemy as sa
+from fastapi import Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+
+from commine.api.errors import ApiError
+from commine.domain.access import Principal, allowed
+from commine.handlers.access import authenticate
+from commine.persistence import projections
+from commine.persistence import schema as t
+from commine.persistence.store import EventStore
+
+
+@dataclass
+class Services:
+    """The store, and what to tell the workers after a write (predict new messages, relay events)."""
+
+    store: EventStore
+    after_write: Callable[[], None] = field(default=lambda: None)
+
+    def written(self) -> None:
+        """After a write: bring the read models up to date (the caller reads its own writes), nudge the workers."""
+        projections.catch_up(self.store)
+        self.after_write()
+
+    def fresh(self) -> None:
+        """Before a read: catch the read models up if the log moved on (a CLI command, a worker's write).
+
+        Cheap when nothing is new; never waits for another runner already at it.
+        """
+        with self.store.engine.connect() as conn:
+            checkpoint = conn.execute(
+                sa.select(t.checkpoints.c.position).where(t.checkpoints.c.name == projections.CHECKPOINT)
+            ).scalar()
+            behind = (checkpoint or 0) < self.store.last_position(conn)
+        if behind:
+            projections.catch_up(self.store, wait=False)
+
+
+def services(request: Request) -> Services:
+    found: Services = request.app.state.services
+    found.fresh()
+    return found
+
+
+_bearer = HTTPBearer(auto_error=False, description="An API token from `commine tokens issue USER`.")
+
+
+def principal(
+    request: Request,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+    found: Annotated[Services, Depends(services)],
+) -> Principal:
+    """The user of the request's ``Authorization: Bearer`` token; 401 without a live one."""
+    if credentials is None or credentials.scheme.lower() != "bearer" or not credentials.credentials:
+        raise ApiError(401, "authentication required: send the header Authorization: Bearer <token>")
+    user = authenticate(found.store.engine, credentials.credentials)
+    if user is None:
+        raise ApiError(401, "the API token is unknown or revoked")
+    return user
+
+
+def require(user: Principal, project: str | None, permission: str) -> None:
+    """403 unless ``user`` holds ``permission`` in ``project``."""
+    if not allowed(user, project, permission):
+        where = f"project {project!r}" if project is not None else "every project (administrators only)"
+        raise ApiError(403, f"user {user.username!r} lacks the permission {permission!r} in {where}")
+
+
+def actor(user: Principal) -> str:
+    """How an API call signs its events in the log."""
+    return f"api:{user.username}"
+
+
+Store = Annotated[Services, Depends(services)]
+Caller = Annotated[Principal, Depends(principal)]

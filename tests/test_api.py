@@ -1,0 +1,244 @@
+"""Contract tests of the HTTP API, from the reference's shapes (../shared/reference/communications-mining-api.md).
+
+Every test runs on SQLite and on PostgreSQL (the ``store`` fixture), through FastAPI's TestClient.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+from api_helpers import PROJECT, Api, comment
+
+from commine.handlers.access import revoke_tokens
+from commine.persistence.store import EventStore
+
+SOURCE_FIELDS = {"id", "owner", "name", "title", "description", "language", "should_translate", "created_at"}
+SOURCE_FIELDS |= {"updated_at", "_kind"}
+DATASET_FIELDS = {"id", "name", "owner", "title", "description", "created", "last_modified", "model_family"}
+DATASET_FIELDS |= {"source_ids", "has_sentiment", "entity_defs", "general_fields", "label_defs", "label_groups"}
+DATASET_FIELDS |= {"_dataset_flags"}
+USER_FIELDS = {"id", "username", "email", "created", "global_permissions", "organisation_permissions"}
+USER_FIELDS |= {"sso_global_permissions", "verified"}
+
+
+@pytest.fixture
+def api(store: EventStore) -> Iterator[Api]:
+    yield Api(store)
+
+
+# --- authentication and the error envelope -------------------------------------------------------
+
+
+def test_no_token_bad_token_and_revoked_token_are_401(api: Api) -> None:
+    api.fails(401, "GET", "/api/v1/sources", headers={})
+    api.fails(401, "GET", "/api/v1/sources", headers={"Authorization": "Bearer nope"})
+    api.fails(401, "GET", "/api/v1/sources", headers={"Authorization": "Basic cm9vdDpyb290"})
+    headers = api.user("sources-read")
+    api.ok("GET", "/api/v1/sources", headers)
+    revoke_tokens(api.store, "user1", actor="test")
+    assert "revoked" in api.fails(401, "GET", "/api/v1/sources", headers)
+
+
+def test_auth_user_has_every_field_re_requires(api: Api) -> None:
+    user = api.ok("GET", "/api/auth/user")["user"]
+    assert set(user) >= USER_FIELDS and user["username"] == "root" and user["global_permissions"] == ["root"]
+    mine = api.ok("GET", "/api/auth/user", api.user("voc", "sources-read"))["user"]
+    assert mine["global_permissions"] == [] and mine["organisation_permissions"] == {PROJECT: ["sources-read", "voc"]}
+
+
+def test_framework_errors_use_the_envelope(api: Api) -> None:
+    assert api.fails(404, "GET", "/api/nowhere") == "404 Not Found"
+    api.fails(405, "PATCH", "/api/v1/sources")
+    api.ok("PUT", "/api/v1/sources/acme/inbox", json={"source": {}})
+    headers = {**api.admin, "Content-Type": "application/json"}
+    assert "not valid JSON" in api.fails(400, "POST", "/api/v1/sources/acme/inbox/sync", headers, content=b"{bad")
+    api.fails(400, "POST", "/api/v1/sources/acme/inbox/sync", json={"comments": "many"})
+    api.fails(400, "PUT", "/api/v1/sources/acme/bad%20name", json={"source": {}})
+    api.fails(400, "GET", "/api/v1/sources/id:XYZ")
+
+
+# --- sources -------------------------------------------------------------------------------------
+
+
+def test_source_create_get_update_delete(api: Api) -> None:
+    created = api.ok("PUT", "/api/v1/sources/acme/inbox", json={"source": {"title": "Inbox", "_kind": "email"}})
+    source = created["source"]
+    assert set(source) >= SOURCE_FIELDS and source["owner"] == PROJECT and source["_kind"] == "email"
+    assert "already" in api.fails(409, "PUT", "/api/v1/sources/acme/inbox", json={"source": {}})
+    assert api.ok("GET", f"/api/v1/sources/id:{source['id']}")["source"]["name"] == "inbox"
+    assert [s["name"] for s in api.ok("GET", "/api/v1/sources/acme")["sources"]] == ["inbox"]
+    updated = api.ok("POST", "/api/v1/sources/acme/inbox", json={"source": {"description": "shared mailbox"}})
+    assert updated["source"]["description"] == "shared mailbox" and updated["source"]["title"] == "Inbox"
+    api.fails(400, "PUT", "/api/v1/sources/acme/other", json={"source": {"title": "x" * 129}})
+    api.fails(400, "PUT", "/api/v1/sources/acme/other", json={"source": {"language": "klingon"}})
+    api.fails(404, "PUT", "/api/v1/sources/nowhere/inbox", json={"source": {}})
+    api.fails(400, "DELETE", "/api/v1/sources/acme")
+    assert api.ok("DELETE", f"/api/v1/sources/id:{source['id']}") == {"status": "ok"}
+    api.fails(404, "GET", "/api/v1/sources/acme/inbox")
+
+
+def test_percent_encoded_project_and_name_work(api: Api) -> None:
+    api.ok("PUT", "/api/v1/sources/acme%2Finbox", json={"source": {}})
+    assert api.ok("GET", "/api/v1/sources/acme%2Finbox")["source"]["name"] == "inbox"
+    body = api.ok("POST", "/api/v1/sources/acme%2Finbox/sync", json={"comments": [comment("c1")]})
+    assert body["new"] == 1
+    assert api.ok("GET", "/api/v1/sources/acme%2Finbox/comments/c1")["comment"]["id"] == "c1"
+
+
+# --- comments ------------------------------------------------------------------------------------
+
+
+def test_sync_counts_new_updated_unchanged(api: Api) -> None:
+    api.ok("PUT", "/api/v1/sources/acme/inbox", json={"source": {}})
+    first = api.ok("POST", "/api/v1/sources/acme/inbox/sync", json={"comments": [comment("a"), comment("b")]})
+    assert (first["new"], first["updated"], first["unchanged"]) == (2, 0, 0)
+    again = api.ok("POST", "/api/v1/sources/acme/inbox/sync", json={"comments": [comment("a"), comment("b", "new")]})
+    assert (again["new"], again["updated"], again["unchanged"]) == (0, 1, 1)
+
+
+def test_sync_limits_and_bad_comments_are_400_and_store_nothing(api: Api) -> None:
+    api.ok("PUT", "/api/v1/sources/acme/inbox", json={"source": {}})
+    too_many = {"comments": [comment(f"c{i}") for i in range(16385)]}
+    assert "16384" in api.fails(400, "POST", "/api/v1/sources/acme/inbox/sync", json=too_many)
+    bad = {"comments": [comment("ok"), comment("bad", "x" * 65537)]}
+    message = api.fails(400, "POST", "/api/v1/sources/acme/inbox/sync", json=bad)
+    assert message.startswith("comments[1].messages[0].body.text")
+    api.fails(404, "GET", "/api/v1/sources/acme/inbox/comments/ok")
+    api.fails(404, "POST", "/api/v1/sources/acme/missing/sync", json={"comments": [comment("x")]})
+
+
+def test_comment_shape_and_delete(api: Api) -> None:
+    source_id, _ = api.setup_source_and_dataset()
+    got = api.ok("GET", "/api/v1/sources/acme/inbox/comments/c1")["comment"]
+    assert got["uid"] == f"{source_id}.c1" and got["has_annotations"] is False and got["created_at"].endswith("Z")
+    assert got["messages"][0]["body"]["text"] == "Please refund my premium"
+    api.fails(404, "DELETE", "/api/v1/sources/acme/inbox/comments?id=c1&id=nope")
+    api.ok("GET", "/api/v1/sources/acme/inbox/comments/c1")  # nothing deleted by the refused request
+    assert api.ok("DELETE", "/api/v1/sources/acme/inbox/comments?id=c1") == {"status": "ok"}
+    api.fails(404, "GET", "/api/v1/sources/acme/inbox/comments/c1")
+    api.fails(400, "DELETE", "/api/v1/sources/acme/inbox/comments")
+
+
+def test_private_create_refuses_known_ids_and_pages_by_time(api: Api) -> None:
+    api.ok("PUT", "/api/v1/sources/acme/inbox", json={"source": {}})
+    comments = [{**comment(f"c{i}"), "timestamp": f"2024-05-0{i}T09:00:00Z"} for i in range(1, 6)]
+    assert api.ok("PUT", "/api/_private/sources/acme/inbox/comments", json={"comments": comments}) == {"status": "ok"}
+    api.fails(409, "PUT", "/api/_private/sources/acme/inbox/comments", json={"comments": comments[:1]})
+    seen, after = [], None
+    while True:
+        query = "limit=2" + (f"&after={after}" if after else "")
+        page = api.ok("GET", f"/api/_private/sources/acme/inbox/comments?{query}")
+        seen += [c["id"] for c in page["comments"]]
+        after = page["continuation"]
+        if after is None:
+            break
+    assert seen == ["c1", "c2", "c3", "c4", "c5"]
+    ranged = api.ok(
+        "GET",
+        "/api/_private/sources/acme/inbox/comments?from_timestamp=2024-05-02T00:00:00Z&to_timestamp=2024-05-03T23:00:00Z",
+    )
+    assert [c["id"] for c in ranged["comments"]] == ["c2", "c3"]
+    api.fails(400, "GET", "/api/_private/sources/acme/inbox/comments?limit=257")
+    api.fails(400, "GET", "/api/_private/sources/acme/inbox/comments?after=garbage")
+
+
+def test_sensitive_properties_need_the_sensitive_permission(api: Api) -> None:
+    api.ok("PUT", "/api/v1/sources/acme/inbox", json={"source": {"sensitive_properties": ["string:Email"]}})
+    props = {"string:Email": "a@b.c", "string:Country": "uk"}
+    api.ok("POST", "/api/v1/sources/acme/inbox/sync", json={"comments": [comment("c1", user_properties=props)]})
+    plain = api.ok("GET", "/api/v1/sources/acme/inbox/comments/c1", api.user("sources-read"))["comment"]
+    assert plain["user_properties"] == {"string:Country": "uk"}
+    sensitive = api.user("sources-read", "sources-read-sensitive")
+    assert api.ok("GET", "/api/v1/sources/acme/inbox/comments/c1", sensitive)["comment"]["user_properties"] == props
+
+
+# --- datasets and labellings ---------------------------------------------------------------------
+
+
+def test_dataset_shape_create_update(api: Api) -> None:
+    source_id, dataset_id = api.setup_source_and_dataset()
+    dataset = api.ok("GET", "/api/v1/datasets/acme/support")["dataset"]
+    assert set(dataset) >= DATASET_FIELDS and dataset["source_ids"] == [source_id]
+    assert [d["name"] for d in dataset["label_defs"]] == ["Billing", "Billing > Refund"]
+    assert dataset["label_groups"][0]["name"] == "default"
+    assert api.ok("GET", f"/api/v1/datasets/id:{dataset_id}")["dataset"]["name"] == "support"
+    assert [d["id"] for d in api.ok("GET", "/api/v1/datasets")["datasets"]] == [dataset_id]
+    updated = api.ok("POST", "/api/v1/datasets/acme/support", json={"dataset": {"title": "Support"}})["dataset"]
+    assert updated["title"] == "Support" and updated["last_modified"] >= dataset["last_modified"]
+    api.fails(409, "PUT", "/api/v1/datasets/acme/support", json={"dataset": {}})
+    api.fails(404, "PUT", "/api/v1/datasets/acme/other", json={"dataset": {"source_ids": ["0123456789abcdef"]}})
+    api.fails(400, "PUT", "/api/v1/datasets/acme/other", json={"dataset": {"entity_defs": [{"name": "x"}]}})
+    api.fails(404, "GET", "/api/v1/datasets/acme/nothing")
+    assert api.ok("PUT", "/api/_private/datasets/acme/support/labels/default", json={"label_defs": [{"name": "Other"}]})
+    assert "Other" in [d["name"] for d in api.ok("GET", "/api/v1/datasets/acme/support")["dataset"]["label_defs"]]
+
+
+def test_labellings_set_and_read(api: Api) -> None:
+    source_id, _ = api.setup_source_and_dataset()
+    uid = f"{source_id}.c1"
+    labelling = {
+        "labelling": [{"group": "default", "assigned": [{"name": "Billing > Refund", "sentiment": "positive"}]}]
+    }
+    result = api.ok("POST", f"/api/_private/datasets/acme/support/labellings/{uid}", json=labelling)
+    assert result["comment"]["uid"] == uid and result["comment"]["has_annotations"] is True
+    assigned = [a["name"] for a in result["labelling"][0]["assigned"]]
+    assert sorted(assigned) == ["Billing", "Billing > Refund"]
+    read = api.ok("GET", f"/api/_private/datasets/acme/support/labellings?id={uid}")["results"]
+    assert [r["comment"]["uid"] for r in read] == [uid] and read[0]["labelling"] == result["labelling"]
+    # Replacing the labelling: dismissing what was assigned.
+    dismiss = {"labelling": [{"group": "default", "assigned": [], "dismissed": [{"name": "Billing"}]}]}
+    after = api.ok("POST", f"/api/_private/datasets/acme/support/labellings/{uid}", json=dismiss)
+    assert after["labelling"][0]["assigned"] == [] and after["labelling"][0]["dismissed"] == [{"name": "Billing"}]
+    page = api.ok("GET", "/api/_private/datasets/acme/support/labellings?limit=1")
+    rest = api.ok("GET", f"/api/_private/datasets/acme/support/labellings?limit=1&after={page['after']}")
+    assert [r["comment"]["id"] for r in page["results"] + rest["results"]] == ["c1", "c2"] and rest["after"] is None
+    api.fails(404, "POST", f"/api/_private/datasets/acme/support/labellings/{source_id}.nope", json=labelling)
+    api.fails(400, "POST", "/api/_private/datasets/acme/support/labellings/nodot", json=labelling)
+
+
+def test_model_routes_without_a_model(api: Api) -> None:
+    source_id, _ = api.setup_source_and_dataset()
+    assert api.ok("POST", "/api/_private/datasets/acme/support/labellers", json={})["labellers"] == []
+    for prefix in ("/api/v1", "/api/_private"):
+        assert "no model" in api.fails(404, "GET", f"{prefix}/datasets/acme/support/labellers/latest/validation")
+    api.fails(400, "GET", "/api/v1/datasets/acme/support/labellers/zero/validation")
+    api.fails(404, "POST", "/api/v1/datasets/acme/support/labellers/1/predict", json={"documents": []})
+    too_many = {"documents": [{"messages": [{"body": {"text": "x"}}]}] * 4097}
+    assert "4096" in api.fails(400, "POST", "/api/v1/datasets/acme/support/labellers/1/predict", json=too_many)
+    api.fails(400, "POST", "/api/v1/datasets/acme/support/labellers/1/predict", json={"documents": [], "threshold": 2})
+    uids = {"uids": [f"{source_id}.c1"]}
+    api.fails(404, "POST", "/api/v1/datasets/acme/support/labellers/latest/predict-comments", json=uids)
+
+
+# --- audit and projects --------------------------------------------------------------------------
+
+
+def test_audit_events_are_scoped_by_project_and_page(api: Api) -> None:
+    api.setup_source_and_dataset()
+    api.ok("PUT", "/api/_private/projects/other", json={"project": {}})
+    api.ok("PUT", "/api/v1/sources/other/box", json={"source": {}})
+    auditor = api.user("audit-read")
+    events = api.ok("POST", "/api/v1/audit_events/query", auditor, json={"filter": {"timestamp": {}}})["audit_events"]
+    assert events and {p for e in events for p in e["project_ids"]} == {PROJECT}
+    assert "SourceCreated" in {e["event_type"] for e in events} and "UserAdded" not in {e["event_type"] for e in events}
+    everything = api.ok("POST", "/api/v1/audit_events/query", json={"filter": {"event_types": ["SourceCreated"]}})
+    assert {e["aggregate_id"] for e in everything["audit_events"]} == {"source:acme/inbox", "source:other/box"}
+    assert {u["id"] for u in everything["users"]} == {"api:root"}
+    first = api.ok("POST", "/api/v1/audit_events/query", json={"limit": 2})
+    second = api.ok("POST", "/api/v1/audit_events/query", json={"limit": 2, "continuation": first["continuation"]})
+    assert first["audit_events"][-1]["position"] < second["audit_events"][0]["position"]
+    future = {"filter": {"timestamp": {"minimum": "2999-01-01T00:00:00Z"}}}
+    assert api.ok("POST", "/api/v1/audit_events/query", json=future)["audit_events"] == []
+    api.fails(400, "POST", "/api/v1/audit_events/query", json={"filter": {"timestamp": {"minimum": "yesterday"}}})
+    api.fails(403, "POST", "/api/v1/audit_events/query", api.user("sources-read"), json={})
+
+
+def test_projects_are_listed_where_the_caller_holds_a_permission(api: Api) -> None:
+    api.ok("PUT", "/api/_private/projects/other", json={"project": {"title": "Other"}})
+    assert [p["name"] for p in api.ok("GET", "/api/_private/projects")["projects"]] == ["acme", "other"]
+    member = api.user("voc-readonly")
+    assert [p["name"] for p in api.ok("GET", "/api/_private/projects", member)["projects"]] == ["acme"]
+    api.fails(403, "GET", "/api/_private/projects/other", member)
+    api.fails(403, "PUT", "/api/_private/projects/third", member, json={"project": {}})
+    api.fails(409, "PUT", "/api/_private/projects/other", json={"project": {}})
