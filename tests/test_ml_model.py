@@ -33,8 +33,8 @@ def test_a_warm_start_reaches_the_same_fit_in_fewer_steps() -> None:
     rng = np.random.default_rng(1)
     x = rng.normal(size=(300, 8)).astype(np.float32)
     truth = (x @ rng.normal(size=(8, 3)) > 0).astype(bool)
-    cold = fit_logistic(x, truth, c=10.0, max_iter=200)
-    warm = fit_logistic(x, truth, c=10.0, max_iter=5, start=cold)
+    cold = fit_logistic(x, truth, c=0.1, max_iter=200)
+    warm = fit_logistic(x, truth, c=0.1, max_iter=5, start=cold)
     np.testing.assert_allclose(warm.logits(x), cold.logits(x), atol=1e-3)
 
 

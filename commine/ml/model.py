@@ -64,8 +64,8 @@ class TrainingConfig:
     """Everything that decides a model besides its data; recorded in ``ModelTrained``."""
 
     seed: int = 0
-    c: float = 10.0
-    max_iter: int = 100
+    c: float = 0.1
+    max_iter: int = 40
     test_share: float = 0.2
     fasttext: FastTextParams | None = None
 
@@ -225,7 +225,7 @@ def _fit_head(
     start: Logistic | None = None,
 ) -> Logistic:
     features = np.hstack([data.embeddings[name][rows] for name in encoders])
-    max_iter = config.max_iter if start is None else config.max_iter // 3
+    max_iter = config.max_iter if start is None else config.max_iter // 2
     return fit_logistic(features, data.truth[rows], c=config.c, max_iter=max_iter, start=start)
 
 
