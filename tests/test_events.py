@@ -102,6 +102,8 @@ def test_every_event_named_in_the_design_is_in_the_catalogue() -> None:
     ]  # fmt: skip
     label_lifecycle = ["LabelsMerged", "LabelDeleted"]  # issue 3: merging and deleting labels
     design += label_lifecycle
+    streams = ["StreamModelChanged", "StreamDeleted", "ExceptionCleared"]  # issue 4: stream lifecycle
+    design += streams
     assert sorted(design) == CATALOGUE
     for name in CATALOGUE:
         assert registry.lookup(name).type_name() == name

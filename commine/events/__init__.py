@@ -3,6 +3,7 @@
 from commine.events.base import DomainEvent, EventRegistry, event, registry, utc_now
 from commine.events.catalogue import (
     DatasetCreated,
+    ExceptionCleared,
     ExceptionReported,
     LabelApplied,
     LabelDefined,
@@ -20,6 +21,8 @@ from commine.events.catalogue import (
     SourcePurged,
     StreamAdvanced,
     StreamCreated,
+    StreamDeleted,
+    StreamModelChanged,
     StreamReset,
     ThresholdChanged,
 )
@@ -32,6 +35,7 @@ __all__ = [
     "EventError",
     "EventRecord",
     "EventRegistry",
+    "ExceptionCleared",
     "ExceptionReported",
     "LabelApplied",
     "LabelDefined",
@@ -50,6 +54,8 @@ __all__ = [
     "SourcePurged",
     "StreamAdvanced",
     "StreamCreated",
+    "StreamDeleted",
+    "StreamModelChanged",
     "StreamReset",
     "ThresholdChanged",
     "UnknownEventType",
