@@ -35,11 +35,11 @@ from commine.events import (
     SourceAddedToDataset,
     SourceCreated,
     SourcePurged,
-    StreamCreated,
 )
 from commine.persistence import schema as t
 from commine.persistence.engine import insert
 from commine.persistence.store import EventStore, StoredEvent, as_utc
+from commine.persistence.stream_projection import REBASING, project_streams
 from commine.persistence.tracking import follow
 
 #: Name of the checkpoint row shared by the projections below.
@@ -270,21 +270,6 @@ def _model_trained(conn: Connection, e: ModelTrained) -> None:
     upsert(conn, t.models, [row], ["dataset_id", "version"])
 
 
-def _stream_created(conn: Connection, e: StreamCreated) -> None:
-    row = {
-        "stream_id": e.stream_id,
-        "dataset_id": e.dataset_id,
-        "name": e.name,
-        "model_version": e.model_version,
-        "label_thresholds": e.label_thresholds,
-        "comment_filter": e.comment_filter,
-        "backlog": 0,
-        "created_at": e.occurred_at,
-        "updated_at": e.occurred_at,
-    }
-    upsert(conn, t.streams, [row], ["stream_id"])
-
-
 _CATALOGUE_HANDLERS: dict[type, Callable[[Connection, Any], None]] = {
     ProjectCreated: _project_created,
     SourceCreated: _source_created,
@@ -298,7 +283,6 @@ _CATALOGUE_HANDLERS: dict[type, Callable[[Connection, Any], None]] = {
     LabelApplied: _label_applied,
     LabelRemoved: _label_removed,
     ModelTrained: _model_trained,
-    StreamCreated: _stream_created,
 }
 
 
@@ -327,12 +311,35 @@ def _chunks(rows: list[dict[str, Any]], size: int) -> Iterator[list[dict[str, An
 
 
 #: Every projection, applied in this order to each batch of the log.
-PROJECTORS: list[Callable[[Connection, list[StoredEvent]], None]] = [_catalogue, _messages, _predictions]
+PROJECTORS: list[Callable[[Connection, list[StoredEvent]], None]] = [
+    _catalogue,
+    _messages,
+    _predictions,
+    project_streams,
+]
 
 
 def apply(conn: Connection, batch: list[StoredEvent]) -> None:
-    for projector in PROJECTORS:
-        projector(conn, batch)
+    """Fold a batch into every projection.
+
+    The batch is cut right after each event that makes the streams projection read the
+    predictions table (creating, re-pinning or resetting a stream), so that table then holds
+    what was predicted before that event and nothing later: live windows and replay batches
+    are cut at different places, and the rows must not depend on where.
+    """
+    for part in _cut_after(batch, REBASING):
+        for projector in PROJECTORS:
+            projector(conn, part)
+
+
+def _cut_after(batch: list[StoredEvent], kinds: tuple[type, ...]) -> Iterator[list[StoredEvent]]:
+    start = 0
+    for i, stored in enumerate(batch):
+        if isinstance(stored.event, kinds):
+            yield batch[start : i + 1]
+            start = i + 1
+    if start < len(batch):
+        yield batch[start:]
 
 
 def catch_up(store: EventStore, *, batch_size: int = 2000, wait: bool = True) -> int | None:
