@@ -311,25 +311,23 @@ def _chunks(rows: list[dict[str, Any]], size: int) -> Iterator[list[dict[str, An
 
 
 #: Every projection, applied in this order to each batch of the log.
-PROJECTORS: list[Callable[[Connection, list[StoredEvent]], None]] = [
-    _catalogue,
-    _messages,
-    _predictions,
-    project_streams,
-]
+PROJECTORS: list[Callable[[Connection, list[StoredEvent]], None]] = [_catalogue, _messages, _predictions]
 
 
-def apply(conn: Connection, batch: list[StoredEvent]) -> None:
-    """Fold a batch into every projection.
+def apply(conn: Connection, batch: list[StoredEvent], log: Connection | None = None) -> None:
+    """Fold a batch into every projection; ``log`` reads the event log (``conn`` when None).
 
-    The batch is cut right after each event that makes the streams projection read the
-    predictions table (creating, re-pinning or resetting a stream), so that table then holds
-    what was predicted before that event and nothing later: live windows and replay batches
-    are cut at different places, and the rows must not depend on where.
+    The streams projection comes last and reads facts about messages from the log as of each
+    event (a replay writes into a fresh schema, so it passes its log connection). The batch is
+    cut right after each event that makes it read the predictions table (creating, re-pinning
+    or resetting a stream), so that table then holds what was predicted before that event and
+    nothing later: live windows and replay batches are cut at different places, and the rows
+    must not depend on where.
     """
     for part in _cut_after(batch, REBASING):
         for projector in PROJECTORS:
             projector(conn, part)
+        project_streams(conn, part, log if log is not None else conn)
 
 
 def _cut_after(batch: list[StoredEvent], kinds: tuple[type, ...]) -> Iterator[list[StoredEvent]]:
@@ -421,7 +419,7 @@ def rebuild(
         events = store.read_all(0, until=until, to_position=to_position, conn=source, batch_size=batch_size)
         for batch in _batched(events, batch_size):
             with target.begin() as conn:
-                apply(conn, batch)
+                apply(conn, batch, source)
             position = batch[-1].position
             if progress:
                 progress(len(batch))

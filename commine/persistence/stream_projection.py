@@ -68,20 +68,35 @@ class MessageFacts:
     comment: dict[str, Any]
 
 
-def project_streams(conn: Connection, batch: list[StoredEvent]) -> None:
-    """Fold a batch of the log into the streams tables, event by event, in log order."""
+def project_streams(conn: Connection, batch: list[StoredEvent], log: Connection) -> None:
+    """Fold a batch of the log into the streams tables, event by event, in log order.
+
+    ``conn`` holds the read models, ``log`` reads the event log (the same connection, except
+    when a replay builds the read models in a fresh schema).
+    """
     touched: set[str] = set()
     for stored in batch:
         handler = _HANDLERS.get(type(stored.event))
         if handler is not None:
-            touched |= handler(conn, stored)
+            touched |= handler(Target(conn, log), stored)
     _update_backlogs(conn, touched)
+
+
+@dataclass(frozen=True)
+class Target:
+    """The read-model connection, and where the log is read."""
+
+    conn: Connection
+    log: Connection
+
+    def execute(self, *args: Any, **kwargs: Any) -> Any:
+        return self.conn.execute(*args, **kwargs)
 
 
 # --- stream lifecycle -----------------------------------------------------------------------------------------------
 
 
-def _created(conn: Connection, stored: StoredEvent) -> set[str]:
+def _created(conn: Target, stored: StoredEvent) -> set[str]:
     e: StreamCreated = stored.event  # type: ignore[assignment]
     conn.execute(t.stream_entries.delete().where(t.stream_entries.c.stream_id == e.stream_id))
     row = {
@@ -108,7 +123,7 @@ def _created(conn: Connection, stored: StoredEvent) -> set[str]:
     return {e.stream_id}
 
 
-def _threshold_changed(conn: Connection, stored: StoredEvent) -> set[str]:
+def _threshold_changed(conn: Target, stored: StoredEvent) -> set[str]:
     e: ThresholdChanged = stored.event  # type: ignore[assignment]
     stream = _stream(conn, e.stream_id)
     if stream is None:
@@ -121,7 +136,7 @@ def _threshold_changed(conn: Connection, stored: StoredEvent) -> set[str]:
     return {e.stream_id}
 
 
-def _model_changed(conn: Connection, stored: StoredEvent) -> set[str]:
+def _model_changed(conn: Target, stored: StoredEvent) -> set[str]:
     e: StreamModelChanged = stored.event  # type: ignore[assignment]
     stream = _stream(conn, e.stream_id)
     if stream is None:
@@ -133,7 +148,7 @@ def _model_changed(conn: Connection, stored: StoredEvent) -> set[str]:
     return {e.stream_id}
 
 
-def _advanced(conn: Connection, stored: StoredEvent) -> set[str]:
+def _advanced(conn: Target, stored: StoredEvent) -> set[str]:
     e: StreamAdvanced = stored.event  # type: ignore[assignment]
     stream = _stream(conn, e.stream_id)
     if stream is None:
@@ -145,7 +160,7 @@ def _advanced(conn: Connection, stored: StoredEvent) -> set[str]:
     return {e.stream_id}
 
 
-def _reset(conn: Connection, stored: StoredEvent) -> set[str]:
+def _reset(conn: Target, stored: StoredEvent) -> set[str]:
     e: StreamReset = stored.event  # type: ignore[assignment]
     stream = _stream(conn, e.stream_id)
     if stream is None:
@@ -158,14 +173,14 @@ def _reset(conn: Connection, stored: StoredEvent) -> set[str]:
     return {e.stream_id}
 
 
-def _deleted(conn: Connection, stored: StoredEvent) -> set[str]:
+def _deleted(conn: Target, stored: StoredEvent) -> set[str]:
     e: StreamDeleted = stored.event  # type: ignore[assignment]
     for table in (t.stream_entries, t.stream_exceptions, t.streams):
         conn.execute(table.delete().where(table.c.stream_id == e.stream_id))
     return set()
 
 
-def _exception_reported(conn: Connection, stored: StoredEvent) -> set[str]:
+def _exception_reported(conn: Target, stored: StoredEvent) -> set[str]:
     e: ExceptionReported = stored.event  # type: ignore[assignment]
     x = t.stream_exceptions
     conn.execute(x.delete().where(x.c.stream_id == e.stream_id, x.c.uid == e.uid))
@@ -177,7 +192,7 @@ def _exception_reported(conn: Connection, stored: StoredEvent) -> set[str]:
     return set()
 
 
-def _exception_cleared(conn: Connection, stored: StoredEvent) -> set[str]:
+def _exception_cleared(conn: Target, stored: StoredEvent) -> set[str]:
     e: ExceptionCleared = stored.event  # type: ignore[assignment]
     x = t.stream_exceptions
     conn.execute(x.delete().where(x.c.stream_id == e.stream_id, x.c.uid == e.uid))
@@ -187,7 +202,7 @@ def _exception_cleared(conn: Connection, stored: StoredEvent) -> set[str]:
 # --- messages arriving, changing, leaving ----------------------------------------------------------------------------
 
 
-def _predictions_recorded(conn: Connection, stored: StoredEvent) -> set[str]:
+def _predictions_recorded(conn: Target, stored: StoredEvent) -> set[str]:
     """New predictions under a version some streams pin: refresh their entries, append the new ones."""
     e: PredictionsRecorded = stored.event  # type: ignore[assignment]
     s = t.streams
@@ -197,23 +212,23 @@ def _predictions_recorded(conn: Connection, stored: StoredEvent) -> set[str]:
     if not streams:
         return set()
     probabilities = {item["uid"]: item["labels"] for item in e.predictions}
-    facts = message_facts(conn, list(probabilities), before=stored.position)
+    facts = message_facts(conn.log, list(probabilities), before=stored.position)
     for stream in streams:
         _merge(conn, stream, [(facts[uid], probabilities[uid]) for uid in probabilities if uid in facts])
     return {stream.stream_id for stream in streams}
 
 
-def _message_deleted(conn: Connection, stored: StoredEvent) -> set[str]:
+def _message_deleted(conn: Target, stored: StoredEvent) -> set[str]:
     e: MessageDeleted = stored.event  # type: ignore[assignment]
     return _drop_undelivered(conn, t.stream_entries.c.uid == f"{e.source_id}.{e.comment_id}")
 
 
-def _source_purged(conn: Connection, stored: StoredEvent) -> set[str]:
+def _source_purged(conn: Target, stored: StoredEvent) -> set[str]:
     e: SourcePurged = stored.event  # type: ignore[assignment]
     return _drop_undelivered(conn, t.stream_entries.c.source_id == e.source_id)
 
 
-def _drop_undelivered(conn: Connection, which: Any) -> set[str]:
+def _drop_undelivered(conn: Target, which: Any) -> set[str]:
     """Take matching entries that are not yet delivered out of every stream."""
     entries, s = t.stream_entries, t.streams
     cursor = sa.select(s.c.cursor).where(s.c.stream_id == entries.c.stream_id).scalar_subquery()
@@ -240,7 +255,7 @@ def evaluate(facts: MessageFacts, probabilities: dict[str, float], rules: Stream
     }
 
 
-def _merge(conn: Connection, stream: Any, items: Sequence[tuple[MessageFacts, dict[str, float]]]) -> None:
+def _merge(conn: Target, stream: Any, items: Sequence[tuple[MessageFacts, dict[str, float]]]) -> None:
     """Refresh the undelivered entries of these messages; append those the stream has not seen."""
     entries = t.stream_entries
     rules = _rules(stream)
@@ -265,7 +280,7 @@ def _merge(conn: Connection, stream: Any, items: Sequence[tuple[MessageFacts, di
     _append(conn, stream, fresh)
 
 
-def _append(conn: Connection, stream: Any, items: list[tuple[MessageFacts, dict[str, float]]]) -> None:
+def _append(conn: Target, stream: Any, items: list[tuple[MessageFacts, dict[str, float]]]) -> None:
     """New entries at the end of the stream, in ingestion order."""
     if not items:
         return
@@ -291,7 +306,7 @@ def _append(conn: Connection, stream: Any, items: list[tuple[MessageFacts, dict[
     )
 
 
-def _add_predicted(conn: Connection, stream: Any, position: int) -> None:
+def _add_predicted(conn: Target, stream: Any, position: int) -> None:
     """Append every live message of the dataset predicted under the pinned version that the stream
     has no entry for (and, after a reset, first ingested at or after the reset time)."""
     if stream is None or stream.model_version is None:
@@ -310,14 +325,14 @@ def _add_predicted(conn: Connection, stream: Any, position: int) -> None:
         )
     )
     predicted = {row[0]: row[1] for row in conn.execute(query)}
-    facts = message_facts(conn, list(predicted), before=position)
+    facts = message_facts(conn.log, list(predicted), before=position)
     items = [(facts[u], predicted[u]) for u in predicted if u in facts]
     if stream.reset_from is not None:
         items = [item for item in items if item[0].created_at >= as_utc(stream.reset_from)]
     _append(conn, stream, items)
 
 
-def _reevaluate(conn: Connection, stream: Any) -> None:
+def _reevaluate(conn: Target, stream: Any) -> None:
     """Apply the stream's current rules to every entry past its cursor."""
     entries = t.stream_entries
     rules = _rules(stream)
@@ -364,11 +379,11 @@ def message_facts(conn: Connection, uids: Iterable[str], *, before: int) -> dict
 # --- the stream row -------------------------------------------------------------------------------------------------
 
 
-def _stream(conn: Connection, stream_id: str) -> Any:
+def _stream(conn: Target, stream_id: str) -> Any:
     return conn.execute(sa.select(t.streams).where(t.streams.c.stream_id == stream_id)).first()
 
 
-def _update_stream(conn: Connection, stream_id: str, at: datetime, **values: Any) -> None:
+def _update_stream(conn: Target, stream_id: str, at: datetime, **values: Any) -> None:
     conn.execute(t.streams.update().where(t.streams.c.stream_id == stream_id).values(updated_at=at, **values))
 
 
