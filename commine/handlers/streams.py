@@ -347,13 +347,16 @@ def route_streams(store: EventStore, publisher: StreamPublisher, *, batch_size: 
     """Push every queue-delivered stream's new qualifying messages onto its queue; how many were pushed."""
     with store.engine.connect() as conn:
         streams = [row.stream_id for row in streamdata.stream_rows(conn, delivery="queue")]
-    pushed = 0
+    pushed = moved = 0
     for stream_id in streams:
         while True:
             scanned, published = route_stream(store, publisher, stream_id, batch_size=batch_size)
             pushed += published
+            moved += scanned
             if scanned == 0:
                 break
+    if moved:  # the router's advances belong in the read models (cursor, backlog)
+        projections.catch_up(store, wait=False)
     return pushed
 
 
@@ -437,6 +440,8 @@ def record_exceptions(store: EventStore, amqp_url: str, prefix: str, *, limit: i
     finally:
         if connection.is_open:
             connection.close()
+    if handled:
+        projections.catch_up(store, wait=False)
     return handled
 
 
