@@ -218,3 +218,19 @@ def wait_for(channel: Any, queue: str, timeout: float = 30) -> tuple[Any, Any, b
 
 def events(world: World, kind: type) -> list[Any]:
     return [s.event for s in world.store.read_all() if isinstance(s.event, kind)]
+
+
+def test_the_robot_example_handles_and_reports(world: World, publisher: StreamPublisher) -> None:
+    import subprocess
+    import sys
+
+    make_stream(world, 2, {0, 1})
+    streams.route_streams(world.store, publisher)
+    command = [sys.executable, "-m", "commine.scripts.robot_example", world.dataset_id, "refunds"]
+    options = ["--amqp-url", AMQP_URL, "--prefix", publisher.prefix, "--count", "2"]
+    done = subprocess.run(
+        [*command, *options, "--reject-label", "Billing > Refund"], capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.count("exception ") == 2
+    assert ids(drain(exception_queue(queue_of(world, publisher)))) == ["m000", "m001"]
