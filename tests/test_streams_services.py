@@ -11,9 +11,16 @@ from streams_helpers import DATASET, World, make_world, refund
 from commine.domain.errors import DomainError, NotFound
 from commine.events import StreamAdvanced, ThresholdChanged
 from commine.handlers import streams
+from commine.handlers.ingest import handle_ingest
+from commine.handlers.prediction import predict_new
+from commine.handlers.training import train_dataset
+from commine.integrations.ingest_client import make_body
 from commine.persistence import replay
+from commine.persistence.engine import make_engine, migrate
+from commine.persistence.projections import catch_up
 from commine.persistence.readmodels import status
 from commine.persistence.store import EventStore
+from commine.scripts.sample_mail import generate
 
 THRESHOLDS = [{"name": ["Billing", "Refund"], "threshold": 0.5}]
 
@@ -229,3 +236,34 @@ def test_status_shows_the_backlog_and_a_replay_equals_the_live_streams(world: Wo
     live, rebuilt = replay.verify(world.store)
     assert live.tables["stream_entries"][0] == 9
     assert rebuilt == live
+
+
+def test_new_messages_are_predicted_under_an_older_version_a_stream_pins(sqlite_url: str) -> None:
+
+    engine = make_engine(sqlite_url)
+    migrate(engine)
+    store = EventStore(engine)
+    world = make_world(store)
+    messages = generate(120, seed=11)
+
+    labelled = {m.comment["id"]: [m.label] for m in messages[:100] if m.label}
+    handle_ingest(
+        store,
+        make_body("acme/inbox", [m.comment for m in messages[:100]], actor="t", dataset=DATASET, annotations=labelled),
+    )
+    catch_up(store)
+    v1 = train_dataset(store, world.dataset_id, actor="trainer").version
+    catch_up(store)
+    streams.create_stream(store, DATASET, "old", model_version=v1, deliver_all_filtered=True, actor="u")
+    train_dataset(store, world.dataset_id, actor="trainer")  # v2: the newest
+    catch_up(store)
+    predict_new(store, wait=True)  # everything so far is predicted already
+    before = streams.get_stream(store, DATASET, "old")["backlog"]
+
+    handle_ingest(store, make_body("acme/inbox", [m.comment for m in messages[100:]], actor="t"))
+    catch_up(store)
+    predict_new(store, wait=True)
+    catch_up(store)
+
+    assert streams.get_stream(store, DATASET, "old")["backlog"] == before + 20
+    engine.dispose()
