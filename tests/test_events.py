@@ -105,6 +105,8 @@ def test_every_event_named_in_the_design_is_in_the_catalogue() -> None:
     # issue 4: settings changes behind the HTTP API, and access control
     design += ["SourceUpdated", "DatasetUpdated", "UserAdded", "TokenIssued", "TokenRevoked"]
     design += ["PermissionsGranted", "PermissionsRevoked"]
+    streams = ["StreamModelChanged", "StreamDeleted", "ExceptionCleared"]  # issue 4: stream lifecycle
+    design += streams
     assert sorted(design) == CATALOGUE
     for name in CATALOGUE:
         assert registry.lookup(name).type_name() == name

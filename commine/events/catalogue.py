@@ -197,6 +197,12 @@ class StreamCreated(DomainEvent):
     #: ``[{"name": ["Billing", "Refund"], "threshold": 0.4}]``
     label_thresholds: list[dict[str, Any]] = field(default_factory=list)
     comment_filter: dict[str, Any] = field(default_factory=dict)
+    #: The reference product's behaviour: every message passing the filter is delivered and the
+    #: thresholds only trim the labels returned. Off: a message needs one label at its threshold.
+    deliver_all_filtered: bool = False
+    #: ``"fetch"``: robots fetch and advance over HTTP. ``"queue"``: the router pushes each
+    #: qualifying message onto the stream's RabbitMQ queue and advances the cursor past it.
+    delivery: str = "fetch"
 
 
 @event
@@ -206,6 +212,22 @@ class ThresholdChanged(DomainEvent):
     label: list[str]
     threshold: float
     previous: float | None = None
+
+
+@event
+@dataclass(frozen=True, kw_only=True)
+class StreamModelChanged(DomainEvent):
+    """The stream follows another model version from now on; what is past its cursor is re-read."""
+
+    stream_id: str
+    model_version: int
+    previous: int | None = None
+
+
+@event
+@dataclass(frozen=True, kw_only=True)
+class StreamDeleted(DomainEvent):
+    stream_id: str
 
 
 @event
@@ -228,6 +250,15 @@ class ExceptionReported(DomainEvent):
     stream_id: str
     uid: str
     exception_type: str = ""
+
+
+@event
+@dataclass(frozen=True, kw_only=True)
+class ExceptionCleared(DomainEvent):
+    """A comment's exception tag taken off again (``DELETE .../exceptions?uid=``)."""
+
+    stream_id: str
+    uid: str
 
 
 @event

@@ -248,7 +248,7 @@ def predict_rows(
     *,
     needs: str | None = None,
 ) -> None:
-    """Predict messages under each of their datasets' newest models, in ``conn``'s transaction.
+    """Predict messages under their datasets' newest models and versions streams pin, in ``conn``'s transaction.
 
     With ``needs`` (an encoder name), only under models with a head that reads it.
     """

@@ -136,7 +136,8 @@ def model_row(conn: Connection, dataset_id: str, version: int | None = None) -> 
 
 
 def latest_models(conn: Connection, source_ids: Sequence[str]) -> dict[str, list[tuple[str, int, str]]]:
-    """Per source: (dataset id, newest model version, artifact hash) of each dataset it belongs to."""
+    """Per source: (dataset id, model version, artifact hash) of each model that predicts its new
+    messages: the newest of each dataset it belongs to, and any older version a stream pins."""
     m, ds = t.models, t.dataset_sources
     newest = sa.select(m.c.dataset_id, sa.func.max(m.c.version).label("version")).group_by(m.c.dataset_id).subquery()
     query = (
@@ -145,9 +146,20 @@ def latest_models(conn: Connection, source_ids: Sequence[str]) -> dict[str, list
         .join(ds, ds.c.dataset_id == m.c.dataset_id)
         .where(ds.c.source_id.in_(list(source_ids)))
     )
+    # Older versions that streams pin predict new messages too, or those streams would get none.
+    s = t.streams
+    pinned = sa.select(s.c.dataset_id, s.c.model_version.label("version")).distinct().subquery()
+    pinned_query = (
+        sa.select(ds.c.source_id, m.c.dataset_id, m.c.version, m.c.artifact_hash)
+        .join(pinned, sa.and_(pinned.c.dataset_id == m.c.dataset_id, pinned.c.version == m.c.version))
+        .join(ds, ds.c.dataset_id == m.c.dataset_id)
+        .where(ds.c.source_id.in_(list(source_ids)))
+    )
     out: dict[str, list[tuple[str, int, str]]] = {}
-    for source_id, dataset_id, version, artifact_hash in conn.execute(query):
-        out.setdefault(source_id, []).append((dataset_id, version, artifact_hash))
+    for source_id, dataset_id, version, artifact_hash in [*conn.execute(query), *conn.execute(pinned_query)]:
+        models = out.setdefault(source_id, [])
+        if (dataset_id, version, artifact_hash) not in models:
+            models.append((dataset_id, version, artifact_hash))
     return out
 
 
@@ -192,7 +204,8 @@ def ingested_between(
 
 
 def newest_models_of(conn: Connection, rows: Sequence[MessageRow]) -> dict[tuple[str, int, str], list[int]]:
-    """(dataset id, newest version, artifact hash) -> indices into ``rows`` of the messages it predicts."""
+    """(dataset id, version, artifact hash) -> indices into ``rows`` of the messages it predicts
+    (newest versions, and versions streams pin)."""
     models = latest_models(conn, sorted({row.source_id for row in rows}))
     members: dict[tuple[str, int, str], list[int]] = {}
     for i, row in enumerate(rows):

@@ -39,7 +39,6 @@ from commine.events import (
     SourceCreated,
     SourcePurged,
     SourceUpdated,
-    StreamCreated,
     TokenIssued,
     TokenRevoked,
     UserAdded,
@@ -47,6 +46,7 @@ from commine.events import (
 from commine.persistence import schema as t
 from commine.persistence.engine import insert
 from commine.persistence.store import EventStore, StoredEvent, as_utc
+from commine.persistence.stream_projection import REBASING, project_streams
 from commine.persistence.tracking import follow
 
 #: Name of the checkpoint row shared by the projections below.
@@ -339,21 +339,6 @@ def _model_trained(conn: Connection, e: ModelTrained) -> None:
     upsert(conn, t.models, [row], ["dataset_id", "version"])
 
 
-def _stream_created(conn: Connection, e: StreamCreated) -> None:
-    row = {
-        "stream_id": e.stream_id,
-        "dataset_id": e.dataset_id,
-        "name": e.name,
-        "model_version": e.model_version,
-        "label_thresholds": e.label_thresholds,
-        "comment_filter": e.comment_filter,
-        "backlog": 0,
-        "created_at": e.occurred_at,
-        "updated_at": e.occurred_at,
-    }
-    upsert(conn, t.streams, [row], ["stream_id"])
-
-
 _CATALOGUE_HANDLERS: dict[type, Callable[[Connection, Any], None]] = {
     ProjectCreated: _project_created,
     SourceCreated: _source_created,
@@ -374,7 +359,6 @@ _CATALOGUE_HANDLERS: dict[type, Callable[[Connection, Any], None]] = {
     LabelApplied: _label_applied,
     LabelRemoved: _label_removed,
     ModelTrained: _model_trained,
-    StreamCreated: _stream_created,
 }
 
 
@@ -406,9 +390,30 @@ def _chunks(rows: list[dict[str, Any]], size: int) -> Iterator[list[dict[str, An
 PROJECTORS: list[Callable[[Connection, list[StoredEvent]], None]] = [_catalogue, _messages, _predictions]
 
 
-def apply(conn: Connection, batch: list[StoredEvent]) -> None:
-    for projector in PROJECTORS:
-        projector(conn, batch)
+def apply(conn: Connection, batch: list[StoredEvent], log: Connection | None = None) -> None:
+    """Fold a batch into every projection; ``log`` reads the event log (``conn`` when None).
+
+    The streams projection comes last and reads facts about messages from the log as of each
+    event (a replay writes into a fresh schema, so it passes its log connection). The batch is
+    cut right after each event that makes it read the predictions table (creating, re-pinning
+    or resetting a stream), so that table then holds what was predicted before that event and
+    nothing later: live windows and replay batches are cut at different places, and the rows
+    must not depend on where.
+    """
+    for part in _cut_after(batch, REBASING):
+        for projector in PROJECTORS:
+            projector(conn, part)
+        project_streams(conn, part, log if log is not None else conn)
+
+
+def _cut_after(batch: list[StoredEvent], kinds: tuple[type, ...]) -> Iterator[list[StoredEvent]]:
+    start = 0
+    for i, stored in enumerate(batch):
+        if isinstance(stored.event, kinds):
+            yield batch[start : i + 1]
+            start = i + 1
+    if start < len(batch):
+        yield batch[start:]
 
 
 def catch_up(store: EventStore, *, batch_size: int = 2000, wait: bool = True) -> int | None:
@@ -490,7 +495,7 @@ def rebuild(
         events = store.read_all(0, until=until, to_position=to_position, conn=source, batch_size=batch_size)
         for batch in _batched(events, batch_size):
             with target.begin() as conn:
-                apply(conn, batch)
+                apply(conn, batch, source)
             position = batch[-1].position
             if progress:
                 progress(len(batch))

@@ -161,10 +161,22 @@ streams = sa.Table(
     sa.Column("model_version", sa.Integer, nullable=True),
     sa.Column("label_thresholds", JsonType, nullable=False),
     sa.Column("comment_filter", JsonType, nullable=False),
-    #: Messages that qualified and are not yet advanced past; maintained by stream routing.
+    #: Qualifying messages past the cursor (not yet delivered).
     sa.Column("backlog", sa.Integer, nullable=False),
     sa.Column("created_at", Timestamp, nullable=False),
     sa.Column("updated_at", Timestamp, nullable=False),
+    # Added by migration 0004 (streams):
+    sa.Column("title", sa.String(256), nullable=False, server_default=""),
+    sa.Column("description", sa.Text, nullable=False, server_default=""),
+    sa.Column("deliver_all_filtered", sa.Boolean, nullable=False, server_default=sa.false()),
+    sa.Column("delivery", sa.String(16), nullable=False, server_default="fetch"),
+    #: The highest sequence id delivered (advanced past); 0 before the first advance.
+    sa.Column("cursor", sa.BigInteger, nullable=False, server_default="0"),
+    #: The highest sequence id handed out so far: ids only grow, a reset or re-pin never reuses one.
+    sa.Column("last_seq", sa.BigInteger, nullable=False, server_default="0"),
+    #: ``to_comment_created_at`` of the last reset: older messages no longer enter the stream.
+    sa.Column("reset_from", Timestamp, nullable=True),
+    sa.Index("ix_streams_dataset_name", "dataset_id", "name"),
 )
 
 #: Positions up to which a handler with effects outside the read models (the event relay, and
@@ -240,4 +252,51 @@ permissions = sa.Table(
     sa.Column("username", sa.String(64), primary_key=True),
     sa.Column("project", sa.String(1024), primary_key=True),
     sa.Column("permission", sa.String(64), primary_key=True),
+)
+
+
+# --- streams (migration 0004) -------------------------------------------------------------------------------------
+
+#: Every message a stream has considered (predicted under its pinned version since its creation,
+#: last reset or re-pin), in stream order: ``seq`` is the sequence id robots see. Entries past the
+#: stream's cursor follow threshold changes; those at or before it are delivered and stay as they were.
+stream_entries = sa.Table(
+    "stream_entries",
+    projection_metadata,
+    sa.Column("stream_id", sa.String(16), primary_key=True),
+    sa.Column("seq", sa.BigInteger, primary_key=True, autoincrement=False),
+    sa.Column("uid", sa.String(1100), nullable=False),
+    sa.Column("source_id", sa.String(16), nullable=False),
+    #: Position of the message's first ``MessageIngested``: the ingestion order entries are added in.
+    sa.Column("first_position", sa.BigInteger, nullable=False),
+    #: When the message was first ingested (the comment's ``created_at``), what a reset goes back to.
+    sa.Column("created_at", Timestamp, nullable=False),
+    sa.Column("passes_filter", sa.Boolean, nullable=False),
+    #: The pinned version's probabilities for the message, as the stream last saw them.
+    sa.Column("probabilities", JsonType, nullable=False),
+    sa.Column("qualifies", sa.Boolean, nullable=False),
+    #: The labels a robot gets: those meeting their thresholds, with probabilities.
+    sa.Column("labels", JsonType, nullable=False),
+    sa.UniqueConstraint("stream_id", "uid", name="uq_stream_entries_uid"),
+)
+
+#: Comments tagged as exceptions of a stream (``PUT .../exceptions``, or a robot's reject).
+stream_exceptions = sa.Table(
+    "stream_exceptions",
+    projection_metadata,
+    sa.Column("stream_id", sa.String(16), primary_key=True),
+    sa.Column("uid", sa.String(1100), primary_key=True),
+    sa.Column("exception_type", sa.String(256), nullable=False),
+    sa.Column("reported_at", Timestamp, nullable=False),
+    sa.Column("actor", sa.String(256), nullable=False),
+)
+
+#: How far the router has pushed each queue-delivered stream onto its RabbitMQ queue. Not a read
+#: model: it records an effect outside the database, like ``tracking``; sequence ids are
+#: reproducible from the log, so it stays right across a rebuild of the read models.
+stream_routing = sa.Table(
+    "stream_routing",
+    log_metadata,
+    sa.Column("stream_id", sa.String(16), primary_key=True),
+    sa.Column("pushed_seq", sa.BigInteger, nullable=False),
 )

@@ -231,13 +231,14 @@ def migrate(ctx: Context) -> None:
 
 
 def _register_subcommands() -> None:
-    from commine.scripts import admin, annotate, bench, demo, models, upload
+    from commine.scripts import admin, annotate, bench, demo, models, streams, upload
 
     cli.add_command(upload.upload)
     cli.add_command(annotate.annotate)
     cli.add_command(annotate.labels)
     cli.add_command(demo.demo)
     cli.add_command(bench.bench)
+    cli.add_command(streams.streams)
     for command in [*models.COMMANDS, *admin.COMMANDS]:
         cli.add_command(command)
 

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 import dramatiq
 
 from commine.broker.publisher import EventPublisher
+from commine.broker.streams import StreamPublisher
 from commine.broker.topology import EMBED, INGEST, PROJECT, RELAY, queue_name
 from commine.handlers.embedding import embed_new
 from commine.handlers.ingest import MalformedMessage, handle_ingest
@@ -24,6 +25,7 @@ from commine.handlers.prediction import predict_new
 from commine.handlers.project import project as project_read_models
 from commine.handlers.relay import relay_events
 from commine.handlers.retrain import request_retraining
+from commine.handlers.streams import route_streams
 from commine.ml.encoders import minilm_installed
 from commine.settings import Settings
 
@@ -98,6 +100,10 @@ def register_actors(
                 busy |= not project_read_models(store)
         if request_training is not None:
             busy |= request_retraining(store, request_training) is None
+        if not settings.embedded:  # queue-delivered streams: push what just qualified
+            if not hasattr(local, "streams"):
+                local.streams = StreamPublisher(settings.amqp_url, prefix)
+            route_streams(store, local.streams)
         if busy:
             nudgers[PROJECT].nudge()
 

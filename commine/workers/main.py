@@ -11,6 +11,7 @@ import threading
 import dramatiq
 
 from commine.bootstrap import App
+from commine.workers.streams import StreamLoop
 
 
 def run_worker(app: App, *, threads: int) -> None:
@@ -20,10 +21,13 @@ def run_worker(app: App, *, threads: int) -> None:
         signal.signal(signum, lambda *_: stop.set())
     worker = dramatiq.Worker(app.broker, worker_threads=threads, queues=set(app.actors.queues))
     worker.start()
+    streams = StreamLoop(app.store, app.settings.amqp_url, app.settings.queue_prefix)
+    streams.start()
     print(f"worker {os.getpid()} consuming {', '.join(sorted(app.actors.queues))}", flush=True)
     try:
         stop.wait()
     finally:
+        streams.stop()
         worker.stop()
         app.broker.close()
 

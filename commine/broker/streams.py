@@ -1,0 +1,182 @@
+"""Per-stream RabbitMQ queues: names, declaration, confirmed publishing, exception reports.
+
+For a stream ``NAME`` of dataset ``DATASET_ID`` (a queue-delivered stream, see README):
+
+* ``<prefix>.stream.<DATASET_ID>.<NAME>``: durable (a quorum queue where the server supports
+  it, RabbitMQ 3.8+); the router publishes each qualifying message on it, persistent, with
+  publisher confirms, in stream order. Robots consume with manual acks.
+* ``<prefix>.stream.<DATASET_ID>.<NAME>.exceptions``: durable; what robots rejected.
+* ``<prefix>.stream-exceptions``: durable topic exchange. A stream queue dead-letters into it
+  (routing key: the stream queue's name), and robots that want to give a reason publish there
+  themselves (``report_exception``). It routes each message to its stream's exceptions queue
+  and to ``<prefix>.stream-exceptions.record``, which the exception recorder drains into
+  ``ExceptionReported`` events.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from typing import Any
+
+import pika
+
+#: Header carrying the reason a robot gave for an exception.
+REASON_HEADER = "x-commine-reason"
+#: Headers of every stream message: which stream, and the entry's sequence id.
+STREAM_HEADER = "x-commine-stream-id"
+SEQUENCE_HEADER = "x-commine-sequence-id"
+
+
+def stream_queue(prefix: str, dataset_id: str, name: str) -> str:
+    return f"{prefix}.stream.{dataset_id}.{name}"
+
+
+def exception_queue(queue: str) -> str:
+    return f"{queue}.exceptions"
+
+
+def exceptions_exchange(prefix: str) -> str:
+    return f"{prefix}.stream-exceptions"
+
+
+def recorder_queue(prefix: str) -> str:
+    return f"{prefix}.stream-exceptions.record"
+
+
+def parse_stream_queue(prefix: str, queue: str) -> tuple[str, str] | None:
+    """(dataset id, stream name) of a stream queue's name, or None if it is not one of ours."""
+    head = f"{prefix}.stream."
+    if not queue.startswith(head):
+        return None
+    dataset_id, dot, name = queue.removeprefix(head).partition(".")
+    return (dataset_id, name) if dot and name and "." not in name else None
+
+
+def supports_quorum(connection: pika.BlockingConnection) -> bool:
+    """Whether the server has quorum queues (RabbitMQ 3.8 and later)."""
+    properties = connection._impl.server_properties or {}
+    version = properties.get("version", b"0")
+    text = version.decode() if isinstance(version, bytes) else str(version)
+    try:
+        major, minor = (int(part) for part in text.split(".")[:2])
+    except ValueError:
+        return False
+    return (major, minor) >= (3, 8)
+
+
+def declare_stream_topology(channel: Any, prefix: str, queue: str, *, quorum: bool) -> None:
+    """The stream's queue, its exceptions queue, the shared exchange and the recorder's queue."""
+    exchange = exceptions_exchange(prefix)
+    kind: dict[str, Any] = {"x-queue-type": "quorum"} if quorum else {}
+    channel.exchange_declare(exchange=exchange, exchange_type="topic", durable=True)
+    channel.queue_declare(recorder_queue(prefix), durable=True, arguments=dict(kind))
+    channel.queue_bind(recorder_queue(prefix), exchange, routing_key="#")
+    channel.queue_declare(exception_queue(queue), durable=True, arguments=dict(kind))
+    channel.queue_bind(exception_queue(queue), exchange, routing_key=queue)
+    arguments = {**kind, "x-dead-letter-exchange": exchange, "x-dead-letter-routing-key": queue}
+    channel.queue_declare(queue, durable=True, arguments=arguments)
+
+
+def delete_stream_queues(amqp_url: str, queue: str) -> None:
+    """Delete a stream's queue and its exceptions queue (when the stream is deleted)."""
+    connection = pika.BlockingConnection(pika.URLParameters(amqp_url))
+    try:
+        channel = connection.channel()
+        channel.queue_delete(queue)
+        channel.queue_delete(exception_queue(queue))
+    finally:
+        connection.close()
+
+
+def delete_stream_topology(amqp_url: str, prefix: str, queues: Sequence[str] = ()) -> None:
+    """Delete the given stream queues (and their exceptions queues), the exchange and the
+    recorder's queue under ``prefix``: a test's or a benchmark's own."""
+    connection = pika.BlockingConnection(pika.URLParameters(amqp_url))
+    try:
+        channel = connection.channel()
+        for queue in queues:
+            channel.queue_delete(queue)
+            channel.queue_delete(exception_queue(queue))
+        channel.queue_delete(recorder_queue(prefix))
+        channel.exchange_delete(exceptions_exchange(prefix))
+    finally:
+        connection.close()
+
+
+class StreamPublisher:
+    """Publishes stream results onto stream queues with publisher confirms; one connection, reused.
+
+    Queues are declared on first use per process, so a stream gets its queue when its first
+    message is routed (or when the robot declares it, with the same arguments).
+    """
+
+    def __init__(self, amqp_url: str, prefix: str) -> None:
+        self.amqp_url = amqp_url
+        self.prefix = prefix
+        self._connection: pika.BlockingConnection | None = None
+        self._channel: Any = None
+        self._declared: set[str] = set()
+        self.quorum = False
+
+    def _open(self) -> Any:
+        if self._channel is None or not self._channel.is_open:
+            self.close()
+            self._connection = pika.BlockingConnection(pika.URLParameters(self.amqp_url))
+            self.quorum = supports_quorum(self._connection)
+            self._channel = self._connection.channel()
+            self._channel.confirm_delivery()
+            self._declared = set()
+        return self._channel
+
+    def declare(self, queue: str) -> None:
+        channel = self._open()
+        if queue not in self._declared:
+            declare_stream_topology(channel, self.prefix, queue, quorum=self.quorum)
+            self._declared.add(queue)
+
+    def publish(self, queue: str, stream_id: str, results: Sequence[dict[str, Any]]) -> None:
+        """Publish each result, persistent and mandatory; returns once the broker confirmed all."""
+        try:
+            self.declare(queue)
+            channel = self._open()
+            for result in results:
+                properties = pika.BasicProperties(
+                    delivery_mode=2,
+                    content_type="application/json",
+                    message_id=f"{stream_id}:{result['sequence_id']}",
+                    headers={STREAM_HEADER: stream_id, SEQUENCE_HEADER: result["sequence_id"]},
+                )
+                channel.basic_publish("", queue, json.dumps(result).encode(), properties, mandatory=True)
+        except pika.exceptions.AMQPError:
+            self.close()
+            raise
+
+    def close(self) -> None:
+        if self._connection is not None and self._connection.is_open:
+            self._connection.close()
+        self._connection = None
+        self._channel = None
+
+
+def report_exception(
+    channel: Any, prefix: str, queue: str, method: Any, properties: Any, body: bytes, reason: str
+) -> None:
+    """What a robot calls to reject a stream message with a reason.
+
+    Publishes the message to the exceptions exchange with the reason in ``x-commine-reason``,
+    waits for the confirm (put the channel in confirm mode first), then acknowledges the
+    original: the reason is never lost and the message is never on both queues for long.
+    A plain ``basic_reject(requeue=False)`` also lands on the exceptions queue, with the reason
+    ``rejected``.
+    """
+    headers = dict(properties.headers or {})
+    headers[REASON_HEADER] = reason[:256]
+    channel.basic_publish(
+        exceptions_exchange(prefix),
+        queue,
+        body,
+        pika.BasicProperties(delivery_mode=2, content_type="application/json", headers=headers),
+        mandatory=True,
+    )
+    channel.basic_ack(method.delivery_tag)

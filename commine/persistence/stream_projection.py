@@ -1,0 +1,421 @@
+"""The streams read model: each stream's ordered entries, its cursor, backlog and exceptions.
+
+A stream's content is a fold of the log, in log order:
+
+* when a stream is created, re-pinned or reset, every message of its dataset predicted under the
+  pinned version (and, after a reset, first ingested at or after the reset time) gets an entry,
+  in ingestion order (the position of the message's first ``MessageIngested``);
+* each later ``PredictionsRecorded`` under the pinned version adds the messages it predicts for the
+  first time, in ingestion order, and refreshes those already there but not yet delivered;
+* an entry's sequence id comes from a per-stream counter that only grows, so an id is never
+  reused, an entry appended later always comes after the cursor, and nothing is skipped;
+* ``ThresholdChanged`` re-evaluates every entry past the cursor; ``StreamAdvanced`` moves the
+  cursor forward; ``StreamReset`` starts the entries again from the reset time;
+  ``StreamModelChanged`` replaces the entries past the cursor with the new version's.
+
+Whether an entry qualifies, and which labels it returns, is decided by the pure functions of
+``domain.stream``. The facts about a message that decide its place (first ingestion position and
+time, its content for the filter) are read from the log as of the event being applied, never from
+a read model that may be ahead of it, so a replay in any batch size gives the same rows.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+from commine.domain.comment import parse_timestamp
+from commine.domain.message import message_aggregate_id
+from commine.domain.names import label_name
+from commine.domain.stream import StreamRules, labels_returned, passes_filter, qualifies
+from commine.events import (
+    ExceptionCleared,
+    ExceptionReported,
+    MessageDeleted,
+    MessageIngested,
+    PredictionsRecorded,
+    SourcePurged,
+    StreamAdvanced,
+    StreamCreated,
+    StreamDeleted,
+    StreamModelChanged,
+    StreamReset,
+    ThresholdChanged,
+)
+from commine.persistence import schema as t
+from commine.persistence.store import StoredEvent, as_utc
+
+#: Stream events after which the projection reads the predictions table: a batch of the log is
+#: cut right after each, so the table holds exactly the predictions recorded before the event.
+REBASING = (StreamCreated, StreamModelChanged, StreamReset)
+#: Keys per ``IN (...)`` clause.
+CHUNK = 500
+
+
+@dataclass(frozen=True)
+class MessageFacts:
+    """What places a message in a stream, as of one log position."""
+
+    uid: str
+    source_id: str
+    first_position: int
+    created_at: datetime
+    comment: dict[str, Any]
+
+
+def project_streams(conn: Connection, batch: list[StoredEvent], log: Connection) -> None:
+    """Fold a batch of the log into the streams tables, event by event, in log order.
+
+    ``conn`` holds the read models, ``log`` reads the event log (the same connection, except
+    when a replay builds the read models in a fresh schema).
+    """
+    touched: set[str] = set()
+    for stored in batch:
+        handler = _HANDLERS.get(type(stored.event))
+        if handler is not None:
+            touched |= handler(Target(conn, log), stored)
+    _update_backlogs(conn, touched)
+
+
+@dataclass(frozen=True)
+class Target:
+    """The read-model connection, and where the log is read."""
+
+    conn: Connection
+    log: Connection
+
+    def execute(self, *args: Any, **kwargs: Any) -> Any:
+        return self.conn.execute(*args, **kwargs)
+
+
+# --- stream lifecycle -----------------------------------------------------------------------------------------------
+
+
+def _created(conn: Target, stored: StoredEvent) -> set[str]:
+    e: StreamCreated = stored.event  # type: ignore[assignment]
+    conn.execute(t.stream_entries.delete().where(t.stream_entries.c.stream_id == e.stream_id))
+    row = {
+        "stream_id": e.stream_id,
+        "dataset_id": e.dataset_id,
+        "name": e.name,
+        "title": e.title,
+        "description": e.description,
+        "model_version": e.model_version,
+        "label_thresholds": e.label_thresholds,
+        "comment_filter": e.comment_filter,
+        "deliver_all_filtered": e.deliver_all_filtered,
+        "delivery": e.delivery,
+        "backlog": 0,
+        "cursor": 0,
+        "last_seq": 0,
+        "reset_from": None,
+        "created_at": e.occurred_at,
+        "updated_at": e.occurred_at,
+    }
+    conn.execute(t.streams.delete().where(t.streams.c.stream_id == e.stream_id))
+    conn.execute(t.streams.insert().values(row))
+    _add_predicted(conn, _stream(conn, e.stream_id), stored.position)
+    return {e.stream_id}
+
+
+def _threshold_changed(conn: Target, stored: StoredEvent) -> set[str]:
+    e: ThresholdChanged = stored.event  # type: ignore[assignment]
+    stream = _stream(conn, e.stream_id)
+    if stream is None:
+        return set()
+    name = label_name(e.label)
+    thresholds = [item for item in stream.label_thresholds if label_name(item["name"]) != name]
+    thresholds.append({"name": list(e.label), "threshold": e.threshold})
+    _update_stream(conn, e.stream_id, e.occurred_at, label_thresholds=thresholds)
+    _reevaluate(conn, _stream(conn, e.stream_id))
+    return {e.stream_id}
+
+
+def _model_changed(conn: Target, stored: StoredEvent) -> set[str]:
+    e: StreamModelChanged = stored.event  # type: ignore[assignment]
+    stream = _stream(conn, e.stream_id)
+    if stream is None:
+        return set()
+    _update_stream(conn, e.stream_id, e.occurred_at, model_version=e.model_version)
+    entries = t.stream_entries
+    conn.execute(entries.delete().where(entries.c.stream_id == e.stream_id, entries.c.seq > stream.cursor))
+    _add_predicted(conn, _stream(conn, e.stream_id), stored.position)
+    return {e.stream_id}
+
+
+def _advanced(conn: Target, stored: StoredEvent) -> set[str]:
+    e: StreamAdvanced = stored.event  # type: ignore[assignment]
+    stream = _stream(conn, e.stream_id)
+    if stream is None:
+        return set()
+    # Forward only, and never past the last id handed out (the service refuses that anyway).
+    cursor = min(int(e.sequence_id), stream.last_seq)
+    if cursor > stream.cursor:
+        _update_stream(conn, e.stream_id, e.occurred_at, cursor=cursor)
+    return {e.stream_id}
+
+
+def _reset(conn: Target, stored: StoredEvent) -> set[str]:
+    e: StreamReset = stored.event  # type: ignore[assignment]
+    stream = _stream(conn, e.stream_id)
+    if stream is None:
+        return set()
+    moment = parse_timestamp(e.to_comment_created_at, "to_comment_created_at")
+    conn.execute(t.stream_entries.delete().where(t.stream_entries.c.stream_id == e.stream_id))
+    # Every id handed out so far is now behind the cursor: what follows is delivered afresh.
+    _update_stream(conn, e.stream_id, e.occurred_at, cursor=stream.last_seq, reset_from=moment)
+    _add_predicted(conn, _stream(conn, e.stream_id), stored.position)
+    return {e.stream_id}
+
+
+def _deleted(conn: Target, stored: StoredEvent) -> set[str]:
+    e: StreamDeleted = stored.event  # type: ignore[assignment]
+    for table in (t.stream_entries, t.stream_exceptions, t.streams):
+        conn.execute(table.delete().where(table.c.stream_id == e.stream_id))
+    return set()
+
+
+def _exception_reported(conn: Target, stored: StoredEvent) -> set[str]:
+    e: ExceptionReported = stored.event  # type: ignore[assignment]
+    x = t.stream_exceptions
+    conn.execute(x.delete().where(x.c.stream_id == e.stream_id, x.c.uid == e.uid))
+    conn.execute(
+        x.insert().values(
+            stream_id=e.stream_id, uid=e.uid, exception_type=e.exception_type, reported_at=e.occurred_at, actor=e.actor
+        )
+    )
+    return set()
+
+
+def _exception_cleared(conn: Target, stored: StoredEvent) -> set[str]:
+    e: ExceptionCleared = stored.event  # type: ignore[assignment]
+    x = t.stream_exceptions
+    conn.execute(x.delete().where(x.c.stream_id == e.stream_id, x.c.uid == e.uid))
+    return set()
+
+
+# --- messages arriving, changing, leaving ----------------------------------------------------------------------------
+
+
+def _predictions_recorded(conn: Target, stored: StoredEvent) -> set[str]:
+    """New predictions under a version some streams pin: refresh their entries, append the new ones."""
+    e: PredictionsRecorded = stored.event  # type: ignore[assignment]
+    s = t.streams
+    streams = conn.execute(
+        sa.select(s).where(s.c.dataset_id == e.dataset_id, s.c.model_version == e.model_version)
+    ).all()
+    if not streams:
+        return set()
+    probabilities = {item["uid"]: item["labels"] for item in e.predictions}
+    facts = message_facts(conn.log, list(probabilities), before=stored.position)
+    for stream in streams:
+        _merge(conn, stream, [(facts[uid], probabilities[uid]) for uid in probabilities if uid in facts])
+    return {stream.stream_id for stream in streams}
+
+
+def _message_deleted(conn: Target, stored: StoredEvent) -> set[str]:
+    e: MessageDeleted = stored.event  # type: ignore[assignment]
+    return _drop_undelivered(conn, t.stream_entries.c.uid == f"{e.source_id}.{e.comment_id}")
+
+
+def _source_purged(conn: Target, stored: StoredEvent) -> set[str]:
+    e: SourcePurged = stored.event  # type: ignore[assignment]
+    return _drop_undelivered(conn, t.stream_entries.c.source_id == e.source_id)
+
+
+def _drop_undelivered(conn: Target, which: Any) -> set[str]:
+    """Take matching entries that are not yet delivered out of every stream."""
+    entries, s = t.stream_entries, t.streams
+    cursor = sa.select(s.c.cursor).where(s.c.stream_id == entries.c.stream_id).scalar_subquery()
+    doomed = conn.execute(sa.select(entries.c.stream_id, entries.c.seq).where(which, entries.c.seq > cursor)).all()
+    for stream_id, seq in doomed:
+        conn.execute(entries.delete().where(entries.c.stream_id == stream_id, entries.c.seq == seq))
+    return {stream_id for stream_id, _ in doomed}
+
+
+# --- the entries ----------------------------------------------------------------------------------------------------
+
+
+def _rules(stream: Any) -> StreamRules:
+    return StreamRules.of(stream.label_thresholds, stream.comment_filter, stream.deliver_all_filtered)
+
+
+def evaluate(facts: MessageFacts, probabilities: dict[str, float], rules: StreamRules) -> dict[str, Any]:
+    """The columns of an entry that depend on the stream's rules."""
+    return {
+        "passes_filter": passes_filter(facts.comment, facts.source_id, rules.comment_filter),
+        "probabilities": probabilities,
+        "qualifies": qualifies(facts.comment, facts.source_id, probabilities, rules),
+        "labels": labels_returned(probabilities, rules.thresholds),
+    }
+
+
+def _merge(conn: Target, stream: Any, items: Sequence[tuple[MessageFacts, dict[str, float]]]) -> None:
+    """Refresh the undelivered entries of these messages; append those the stream has not seen."""
+    entries = t.stream_entries
+    rules = _rules(stream)
+    existing: dict[str, int] = {}
+    for chunk in _chunks([facts.uid for facts, _ in items]):
+        query = sa.select(entries.c.uid, entries.c.seq).where(
+            entries.c.stream_id == stream.stream_id, entries.c.uid.in_(chunk)
+        )
+        existing.update((row[0], row[1]) for row in conn.execute(query))
+    fresh = []
+    for facts, probabilities in items:
+        seq = existing.get(facts.uid)
+        if seq is None:
+            if stream.reset_from is None or facts.created_at >= as_utc(stream.reset_from):
+                fresh.append((facts, probabilities))
+        elif seq > stream.cursor:
+            conn.execute(
+                entries.update()
+                .where(entries.c.stream_id == stream.stream_id, entries.c.seq == seq)
+                .values(evaluate(facts, probabilities, rules))
+            )
+    _append(conn, stream, fresh)
+
+
+def _append(conn: Target, stream: Any, items: list[tuple[MessageFacts, dict[str, float]]]) -> None:
+    """New entries at the end of the stream, in ingestion order."""
+    if not items:
+        return
+    rules = _rules(stream)
+    items = sorted(items, key=lambda item: (item[0].first_position, item[0].uid))
+    rows = []
+    for seq, (facts, probabilities) in enumerate(items, stream.last_seq + 1):
+        rows.append(
+            {
+                "stream_id": stream.stream_id,
+                "seq": seq,
+                "uid": facts.uid,
+                "source_id": facts.source_id,
+                "first_position": facts.first_position,
+                "created_at": facts.created_at,
+                **evaluate(facts, probabilities, rules),
+            }
+        )
+    for chunk in _chunks(rows):
+        conn.execute(t.stream_entries.insert(), chunk)
+    conn.execute(
+        t.streams.update().where(t.streams.c.stream_id == stream.stream_id).values(last_seq=stream.last_seq + len(rows))
+    )
+
+
+def _add_predicted(conn: Target, stream: Any, position: int) -> None:
+    """Append every live message of the dataset predicted under the pinned version that the stream
+    has no entry for (and, after a reset, first ingested at or after the reset time)."""
+    if stream is None or stream.model_version is None:
+        return
+    p, m, entries = t.predictions, t.messages, t.stream_entries
+    uid = m.c.source_id + sa.literal(".") + m.c.comment_id
+    seen = sa.select(entries.c.uid).where(entries.c.stream_id == stream.stream_id)
+    query = (
+        sa.select(p.c.uid, p.c.labels)
+        .join(m, uid == p.c.uid)
+        .where(
+            p.c.dataset_id == stream.dataset_id,
+            p.c.model_version == stream.model_version,
+            m.c.deleted.is_(False),
+            p.c.uid.not_in(seen),
+        )
+    )
+    predicted = {row[0]: row[1] for row in conn.execute(query)}
+    facts = message_facts(conn.log, list(predicted), before=position)
+    items = [(facts[u], predicted[u]) for u in predicted if u in facts]
+    if stream.reset_from is not None:
+        items = [item for item in items if item[0].created_at >= as_utc(stream.reset_from)]
+    _append(conn, stream, items)
+
+
+def _reevaluate(conn: Target, stream: Any) -> None:
+    """Apply the stream's current rules to every entry past its cursor."""
+    entries = t.stream_entries
+    rules = _rules(stream)
+    query = sa.select(entries.c.seq, entries.c.passes_filter, entries.c.probabilities).where(
+        entries.c.stream_id == stream.stream_id, entries.c.seq > stream.cursor
+    )
+    for seq, passes, probabilities in conn.execute(query).all():
+        labels = labels_returned(probabilities, rules.thresholds)
+        now = passes and (rules.deliver_all_filtered or bool(labels))
+        conn.execute(
+            entries.update()
+            .where(entries.c.stream_id == stream.stream_id, entries.c.seq == seq)
+            .values(qualifies=now, labels=labels)
+        )
+
+
+def message_facts(conn: Connection, uids: Iterable[str], *, before: int) -> dict[str, MessageFacts]:
+    """Per uid: its first ingestion (position and time) and its content as of log position ``before``."""
+    e = t.events
+    by_aggregate = {}
+    for uid in uids:
+        source_id, _, comment_id = uid.partition(".")
+        by_aggregate[message_aggregate_id(source_id, comment_id)] = (uid, source_id)
+    out: dict[str, MessageFacts] = {}
+    for chunk in _chunks(list(by_aggregate)):
+        query = (
+            sa.select(e.c.aggregate_id, e.c.position, e.c.occurred_at, e.c.payload)
+            .where(e.c.aggregate_id.in_(chunk), e.c.type == MessageIngested.type_name(), e.c.position < before)
+            .order_by(e.c.position)
+        )
+        for aggregate_id, position, occurred_at, payload in conn.execute(query):
+            uid, source_id = by_aggregate[aggregate_id]
+            first = out.get(uid)
+            out[uid] = MessageFacts(
+                uid,
+                source_id,
+                first.first_position if first else position,
+                first.created_at if first else as_utc(occurred_at),
+                payload["comment"],
+            )
+    return out
+
+
+# --- the stream row -------------------------------------------------------------------------------------------------
+
+
+def _stream(conn: Target, stream_id: str) -> Any:
+    return conn.execute(sa.select(t.streams).where(t.streams.c.stream_id == stream_id)).first()
+
+
+def _update_stream(conn: Target, stream_id: str, at: datetime, **values: Any) -> None:
+    conn.execute(t.streams.update().where(t.streams.c.stream_id == stream_id).values(updated_at=at, **values))
+
+
+def _update_backlogs(conn: Connection, stream_ids: set[str]) -> None:
+    """Backlog = qualifying entries past the cursor, counted again for each stream that changed."""
+    s, entries = t.streams, t.stream_entries
+    for stream_id in sorted(stream_ids):
+        cursor = sa.select(s.c.cursor).where(s.c.stream_id == stream_id).scalar_subquery()
+        count = (
+            sa.select(sa.func.count())
+            .select_from(entries)
+            .where(entries.c.stream_id == stream_id, entries.c.qualifies.is_(True), entries.c.seq > cursor)
+            .scalar_subquery()
+        )
+        conn.execute(s.update().where(s.c.stream_id == stream_id).values(backlog=count))
+
+
+def _chunks(items: list[Any], size: int = CHUNK) -> Iterable[list[Any]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+_HANDLERS = {
+    StreamCreated: _created,
+    ThresholdChanged: _threshold_changed,
+    StreamModelChanged: _model_changed,
+    StreamAdvanced: _advanced,
+    StreamReset: _reset,
+    StreamDeleted: _deleted,
+    ExceptionReported: _exception_reported,
+    ExceptionCleared: _exception_cleared,
+    PredictionsRecorded: _predictions_recorded,
+    MessageDeleted: _message_deleted,
+    SourcePurged: _source_purged,
+}

@@ -1,0 +1,102 @@
+"""Reads over the streams read model: a stream's row, its entries past a point, their comments."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+from commine.domain.comment import format_timestamp
+from commine.persistence import schema as t
+from commine.persistence.store import as_utc
+
+CHUNK = 500
+
+
+def stream_row(conn: Connection, dataset_id: str, name: str) -> Any:
+    s = t.streams
+    return conn.execute(sa.select(s).where(s.c.dataset_id == dataset_id, s.c.name == name)).first()
+
+
+def stream_rows(conn: Connection, dataset_id: str | None = None, *, delivery: str | None = None) -> list[Any]:
+    s = t.streams
+    query = sa.select(s).order_by(s.c.dataset_id, s.c.name)
+    if dataset_id is not None:
+        query = query.where(s.c.dataset_id == dataset_id)
+    if delivery is not None:
+        query = query.where(s.c.delivery == delivery)
+    return list(conn.execute(query))
+
+
+def entries_after(conn: Connection, stream_id: str, after: int, limit: int) -> list[Any]:
+    """Up to ``limit`` entries with a sequence id above ``after``, in order: an index range scan."""
+    e = t.stream_entries
+    query = (
+        sa.select(e.c.seq, e.c.uid, e.c.qualifies, e.c.labels, e.c.passes_filter, e.c.probabilities)
+        .where(e.c.stream_id == stream_id, e.c.seq > after)
+        .order_by(e.c.seq)
+        .limit(limit)
+    )
+    return list(conn.execute(query))
+
+
+def has_entries_after(conn: Connection, stream_id: str, after: int) -> bool:
+    e = t.stream_entries
+    query = sa.select(e.c.seq).where(e.c.stream_id == stream_id, e.c.seq > after).limit(1)
+    return conn.execute(query).first() is not None
+
+
+def comments(conn: Connection, dataset_id: str, uids: Sequence[str]) -> dict[str, dict[str, Any]]:
+    """The current comment of each uid in the reference's response shape (``uid``, ``created_at``,
+    ``has_annotations`` added), read from the ``MessageIngested`` event the messages table points at."""
+    m, a = t.messages, t.annotations
+    keys = [uid.partition(".") for uid in uids]
+    rows: dict[str, Any] = {}
+    by_source: dict[str, list[str]] = {}
+    for source_id, _, comment_id in keys:
+        by_source.setdefault(source_id, []).append(comment_id)
+    for source_id, ids in by_source.items():
+        for start in range(0, len(ids), CHUNK):
+            query = sa.select(m.c.comment_id, m.c.position, m.c.created_at).where(
+                m.c.source_id == source_id, m.c.comment_id.in_(ids[start : start + CHUNK])
+            )
+            for comment_id, position, created_at in conn.execute(query):
+                rows[f"{source_id}.{comment_id}"] = (source_id, position, created_at)
+    annotated: set[str] = set()
+    payloads: dict[int, Any] = {}
+    positions = [row[1] for row in rows.values()]
+    for start in range(0, len(uids), CHUNK):
+        chunk = list(uids[start : start + CHUNK])
+        query = sa.select(a.c.uid).where(a.c.dataset_id == dataset_id, a.c.uid.in_(chunk))
+        annotated.update(conn.execute(query).scalars())
+    for start in range(0, len(positions), CHUNK):
+        query = sa.select(t.events.c.position, t.events.c.payload).where(
+            t.events.c.position.in_(positions[start : start + CHUNK])
+        )
+        payloads.update((position, payload) for position, payload in conn.execute(query))
+    out = {}
+    for uid, (source_id, position, created_at) in rows.items():
+        comment = dict(payloads[position]["comment"])
+        comment.update(
+            uid=uid,
+            source_id=source_id,
+            created_at=format_timestamp(as_utc(created_at)),
+            has_annotations=uid in annotated,
+        )
+        out[uid] = comment
+    return out
+
+
+def exceptions(conn: Connection, stream_id: str) -> list[dict[str, Any]]:
+    x = t.stream_exceptions
+    query = sa.select(x).where(x.c.stream_id == stream_id).order_by(x.c.reported_at, x.c.uid)
+    return [
+        {
+            "uid": row.uid,
+            "metadata": {"type": row.exception_type},
+            "reported_at": format_timestamp(as_utc(row.reported_at)),
+        }
+        for row in conn.execute(query)
+    ]
