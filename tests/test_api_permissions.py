@@ -44,6 +44,22 @@ ENDPOINTS: list[tuple[str, str, dict[str, Any] | None, str | None]] = [
     ("PUT", "/api/v1/datasets/acme/fresh", {"dataset": {}}, "datasets-admin"),
     ("POST", "/api/v1/datasets/acme/support", {"dataset": {"title": "S"}}, "datasets-admin"),
     ("PUT", "/api/_private/datasets/acme/support/labels/default", {"label_defs": [{"name": "X"}]}, "datasets-admin"),
+    ("GET", "/api/v1/datasets/acme/support/streams", None, "triggers-consume"),
+    ("GET", "/api/v1/datasets/acme%2Fsupport/streams/s", None, "triggers-consume"),
+    ("POST", "/api/v1/datasets/acme/support/streams/s/fetch", {"size": 1}, "triggers-consume"),
+    ("POST", "/api/v1/datasets/acme/support/streams/s/advance", {"sequence_id": "1"}, "triggers-consume"),
+    (
+        "POST",
+        "/api/v1/datasets/acme/support/streams/s/reset",
+        {"to_comment_created_at": "2024-05-01T00:00:00Z"},
+        "triggers-consume",
+    ),
+    ("GET", "/api/v1/datasets/acme/support/streams/s/exceptions", None, "triggers-consume"),
+    ("PUT", "/api/v1/datasets/acme/support/streams/s/exceptions", {"exceptions": [{"uid": "a.b"}]}, "triggers-consume"),
+    ("DELETE", "/api/v1/datasets/acme/support/streams/s/exceptions?uid=a.b", None, "triggers-consume"),
+    ("PUT", "/api/v1/datasets/acme/support/streams", {"stream": {"name": "s"}}, "triggers-admin"),
+    ("POST", "/api/v1/datasets/acme/support/streams/s", {"stream": {}}, "triggers-admin"),
+    ("DELETE", "/api/v1/datasets/acme/support/streams/s", None, "triggers-admin"),
     ("POST", "/api/v1/audit_events/query", {}, "audit-read"),
     ("PUT", "/api/_private/projects/another", {"project": {}}, "administrators only"),
     # Last: it deletes the source the others read.
@@ -92,8 +108,8 @@ def test_each_permission_opens_exactly_its_endpoints(api: Api, permission: str |
         if response.status_code != 403:
             opened.append((method, path))
         assert (response.status_code == 403) == (needed != permission), (permission, method, path, response.text)
-    if permission in ("sources-read-sensitive", "triggers-consume", "triggers-admin", None):
-        assert opened == []  # these open no endpoint of their own (streams are not served yet)
+    if permission in ("sources-read-sensitive", None):
+        assert opened == []  # these open no endpoint of their own
 
 
 @pytest.mark.parametrize("permission", [*PERMISSIONS, None])

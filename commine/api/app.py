@@ -9,7 +9,7 @@ from fastapi import FastAPI
 
 from commine.api import errors
 from commine.api.deps import Services
-from commine.api.routes import audit, auth, comments, datasets, labellings, models, sources
+from commine.api.routes import audit, auth, comments, datasets, labellings, models, sources, streams
 from commine.persistence.store import EventStore
 
 ROUTERS = [
@@ -19,6 +19,7 @@ ROUTERS = [
     datasets.router,
     labellings.router,
     models.router,
+    streams.router,
     audit.router,
 ]
 
