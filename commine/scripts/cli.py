@@ -231,7 +231,7 @@ def migrate(ctx: Context) -> None:
 
 
 def _register_subcommands() -> None:
-    from commine.scripts import admin, annotate, bench, demo, models, streams, upload
+    from commine.scripts import admin, annotate, bench, bench_ml, demo, models, streams, upload  # noqa: F401 (adds to bench)
 
     cli.add_command(upload.upload)
     cli.add_command(annotate.annotate)
