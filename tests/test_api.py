@@ -242,3 +242,12 @@ def test_projects_are_listed_where_the_caller_holds_a_permission(api: Api) -> No
     api.fails(403, "GET", "/api/_private/projects/other", member)
     api.fails(403, "PUT", "/api/_private/projects/third", member, json={"project": {}})
     api.fails(409, "PUT", "/api/_private/projects/other", json={"project": {}})
+
+
+def test_a_nul_character_anywhere_in_a_request_is_a_400_not_a_server_error(api: Api) -> None:
+    api.setup_source_and_dataset()
+    message = api.fails(400, "POST", "/api/v1/audit_events/query", json={"filter": {"actors": ["\u0000"]}})
+    assert "NUL" in message
+    assert "NUL" in api.fails(400, "GET", "/api/v1/sources/acme/in%00box")
+    assert "NUL" in api.fails(400, "GET", "/api/v1/sources?x=%00")
+    api.ok("POST", "/api/v1/audit_events/query", json={"filter": {"actors": ["api:root"]}})  # the body still arrives

@@ -9,6 +9,7 @@ from fastapi import FastAPI
 
 from commine.api import errors
 from commine.api.deps import Services
+from commine.api.nul import RefuseNul
 from commine.api.routes import audit, auth, comments, datasets, labellings, models, sources, streams
 from commine.persistence.store import EventStore
 
@@ -41,6 +42,7 @@ def create_app(
     )
     api.state.services = Services(store, after_write or (lambda: None))
     errors.install(api)
+    api.add_middleware(RefuseNul)
     for router in ROUTERS:
         api.include_router(router)
     return api
