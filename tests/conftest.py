@@ -21,6 +21,7 @@ from commine.persistence.store import EventStore
 from commine.settings import Settings, load_settings
 
 PG_SERVER = os.environ.get("COMMINE_TEST_POSTGRES", "postgresql+psycopg://postgres@127.0.0.1:5432")
+REDIS_URL = "redis://127.0.0.1:6379/0"
 AMQP_URL = os.environ.get("COMMINE_TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/%2F")
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "banking77"
 
@@ -79,13 +80,46 @@ def store(database_url: str) -> Iterator[EventStore]:
 
 @pytest.fixture
 def queue_prefix() -> Iterator[str]:
-    """A queue prefix no one else uses; its queues and exchange are deleted after the test."""
+    """A queue prefix no one else uses; its queues and exchange, and its training jobs and keys on
+    Redis (workers ask for retraining), are deleted after the test."""
     require_services()
     prefix = f"test{uuid.uuid4().hex[:10]}"
     try:
         yield prefix
     finally:
         delete_topology(AMQP_URL, prefix)
+        delete_training_keys(prefix)
+
+
+def delete_training_keys(prefix: str) -> None:
+    """The RQ training queue of ``prefix`` with its jobs, results, registries and workers, and the
+    coalescing keys."""
+    import redis
+    import rq
+
+    from commine.workers.training import queue_name
+
+    connection = redis.Redis.from_url(REDIS_URL)
+    queue = rq.Queue(queue_name(prefix), connection=connection)
+    registries = [
+        queue.finished_job_registry,
+        queue.failed_job_registry,
+        queue.started_job_registry,
+        queue.deferred_job_registry,
+        queue.scheduled_job_registry,
+        queue.canceled_job_registry,
+    ]
+    for registry in registries:
+        for job_id in registry.get_job_ids():
+            connection.delete(f"rq:job:{job_id}", f"rq:results:{job_id}")
+        connection.delete(registry.key)
+    for worker in rq.Worker.all(queue=queue):
+        connection.srem("rq:workers", worker.key)
+        connection.delete(worker.key)
+    connection.delete(f"rq:workers:{queue.name}")
+    queue.delete(delete_jobs=True)
+    for key in connection.scan_iter(f"{prefix}:*"):
+        connection.delete(key)
 
 
 @pytest.fixture

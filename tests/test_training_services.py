@@ -12,7 +12,7 @@ import pytest
 import redis
 import rq
 import sqlalchemy as sa
-from conftest import require_services
+from conftest import delete_training_keys, require_services
 
 from commine.events import ModelTrained, PredictionsRecorded
 from commine.handlers.commands import create_dataset, create_project, create_source
@@ -145,11 +145,7 @@ def redis_prefix() -> Iterator[str]:
     require_services()
     prefix = f"test{uuid.uuid4().hex[:10]}"
     yield prefix
-    connection = redis.Redis.from_url(REDIS_URL)
-    for key in connection.scan_iter(f"{prefix}*"):
-        connection.delete(key)
-    for key in connection.scan_iter(f"rq:*{queue_name(prefix)}*"):
-        connection.delete(key)
+    delete_training_keys(prefix)
 
 
 @pytest.mark.services
