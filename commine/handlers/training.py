@@ -114,10 +114,11 @@ def train_dataset(
     with store.transaction() as conn:
         vectors = embeddings(conn, data.messages, data.texts)
     progress("training", 0.3)
-    result = train(_training_set(data, rows, vectors), config or TrainingConfig())
+    training = _training_set(data, rows, vectors)
+    result = train(training, config or TrainingConfig())
     progress("predicting", 0.7)
     scores = result.model.predict(data.texts, vectors)
-    metrics = _metrics(data, rows, vectors, scores, result)
+    metrics = _metrics(data, rows, training, vectors, scores, result)
     blob = result.model.to_bytes()
     digest = artifact_hash(blob)
     with store.transaction() as conn:
@@ -163,6 +164,7 @@ def _training_set(data: Snapshot, rows: list[int], vectors: dict[str, NDArray[np
 def _metrics(
     data: Snapshot,
     rows: list[int],
+    training: TrainingSet,
     vectors: dict[str, NDArray[np.float32]],
     scores: NDArray[np.float64],
     result: TrainingResult,
@@ -171,7 +173,6 @@ def _metrics(
     held = result.held_out
     reviewed = np.zeros(len(data.messages), dtype=bool)
     reviewed[rows] = True
-    training = _training_set(data, rows, vectors)
     examples = dict(zip(data.labels, training.truth.sum(axis=0).tolist(), strict=True))
     out: dict[str, Any] = {"train_seconds": round(result.seconds, 3), "examples": examples}
     if held is None:

@@ -49,7 +49,7 @@ class WordLlamaEncoder:
     def encode(self, texts: list[str]) -> NDArray[np.float32]:
         if not texts:
             return np.zeros((0, self.dim), dtype=np.float32)
-        return _normalised(self._model.embed(texts, norm=True))
+        return _normalised(self._model.embed(texts))
 
 
 class MiniLMEncoder:
