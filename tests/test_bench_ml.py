@@ -38,7 +38,7 @@ def test_bench_quality_ends_with_its_summary() -> None:
     assert {"accuracy", "macro_f1", "map", "train_seconds"} <= summary["full"].keys()
     assert len(summary["few_shot"]["runs"]) == 2
     curves = summary["active"]["curves"]
-    assert set(curves) == {"shuffle", "low-confidence", "teach", "least-confident"}
+    assert set(curves) == {"shuffle", "low-confidence", "teach", "uncertain"}
     for curve in curves.values():
         assert len(curve["accuracy"]) == 2 and curve["labelled"][1] == curve["labelled"][0] + 20
         assert "labels_to_90" in curve

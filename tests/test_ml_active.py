@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 
 from commine.ml.active import MODES, NEAR_DUPLICATE, Pool, rank, select
 
-UNREVIEWED_MODES = ("shuffle", "teach", "low-confidence", "rebalance")
+UNREVIEWED_MODES = ("shuffle", "teach", "low-confidence", "uncertain", "rebalance")
 REVIEWED_MODES = ("check", "missed")
 
 
@@ -68,6 +68,21 @@ def test_low_confidence_ignores_labels_without_a_finite_threshold() -> None:
     pool = pool_of([[0.3, 0.9], [0.6, 0.1]], [False, False])
     # Label 1 is not informative yet, so row 0 counts as uncovered despite its 0.9; row 1 reaches 0.6 >= 0.5.
     assert select("low-confidence", pool, n=10, thresholds=np.array([0.5, np.nan])) == [0]
+
+
+def test_uncertain_ranks_every_unreviewed_message_by_its_top_probability_lowest_first() -> None:
+    pool = pool_of(
+        [[0.2, 0.1], [0.9, 0.1], [0.4, 0.55], [0.05, 0.1], [0.0, 0.0]],
+        [False, False, False, False, True],
+    )
+    # Tops: 0.2, 0.9, 0.55, 0.1; row 4 is reviewed. Unlike low-confidence, covered rows 2 and 1 follow.
+    assert select("uncertain", pool, n=10) == [3, 0, 2, 1]
+    assert select("low-confidence", pool, n=10) == [3, 0]
+
+
+def test_uncertain_needs_a_model() -> None:
+    with pytest.raises(ValueError, match="uncertain queue needs model predictions"):
+        select("uncertain", pool_of(None, [False, False]), n=1)
 
 
 def test_check_picks_the_reviewed_message_whose_assigned_label_scores_lowest() -> None:

@@ -7,6 +7,9 @@ are outliers (random won the first round there), so the product offers several q
 * shuffle: unreviewed messages in a seeded random order, the unbiased first batch;
 * teach: unreviewed messages whose probability for one label is closest to its threshold (or 0.5);
 * low-confidence: unreviewed messages that no informative label covers, least covered first;
+* uncertain: unreviewed messages whose most likely label the model is least sure of, lowest top probability
+  first (classic uncertainty sampling; on BANKING77 it reaches 90 % accuracy with fewer labels than any
+  other queue, see BENCHMARKS.md);
 * check: reviewed messages carrying a label the model doubts (probability below its threshold);
 * missed: reviewed messages lacking a label the model predicts (probability at or above its threshold);
 * rebalance: unreviewed messages from regions of embedding space that the reviewed set under-represents;
@@ -39,7 +42,7 @@ FloatArray = NDArray[np.float64]
 IntArray = NDArray[np.int64]
 BoolArray = NDArray[np.bool_]
 
-MODES = ("shuffle", "teach", "low-confidence", "check", "missed", "rebalance", "search")
+MODES = ("shuffle", "teach", "low-confidence", "uncertain", "check", "missed", "rebalance", "search")
 
 # The threshold assumed for every label when the caller passes none: a calibrated probability's even odds.
 DEFAULT_THRESHOLD = 0.5
@@ -146,6 +149,8 @@ def rank(
             return _teach(pool, _label(pool, label), _thresholds(pool, thresholds), tiebreak)
         case "low-confidence":
             return _low_confidence(pool, _thresholds(pool, thresholds), tiebreak)
+        case "uncertain":
+            return _uncertain(pool, tiebreak)
         case "check":
             return _check(pool, _thresholds(pool, thresholds), tiebreak)
         case "missed":
@@ -231,6 +236,19 @@ def _low_confidence(pool: Pool, thresholds: FloatArray, tiebreak: IntArray) -> I
     margin = (scores[:, informative] - thresholds[informative]).max(axis=1)
     rows = np.flatnonzero(~pool.reviewed & (margin < 0.0))
     return _ordered(rows, margin[rows], tiebreak)
+
+
+def _uncertain(pool: Pool, tiebreak: IntArray) -> IntArray:
+    """Every unreviewed row by its top probability, lowest first.
+
+    Unlike low-confidence it does not stop at the rows no label covers: a message whose best label barely
+    passes its threshold still teaches more than one the model is sure of, and a queue that runs dry after a
+    few rounds hands the rest of the batch to chance. Thresholds play no part, so labels too new to have one
+    still count.
+    """
+    scores = _scores(pool, "uncertain")
+    rows = np.flatnonzero(~pool.reviewed)
+    return _ordered(rows, scores[rows].max(axis=1), tiebreak)
 
 
 def _check(pool: Pool, thresholds: FloatArray, tiebreak: IntArray) -> IntArray:

@@ -50,8 +50,6 @@ BANKING77 = Path(__file__).resolve().parents[3] / "shared" / "data" / "banking77
 #: Issue 3's targets, in percent, labels and seconds.
 QUALITY_TARGETS = {"full_accuracy": 93.0, "full_map": 96.0, "few_shot_accuracy": 85.0, "labels_to_90": 2000}
 TRAIN_TARGETS = {"retrain_to_serving_s": 15.0, "fasttext_predictions_per_s": 20_000}
-#: The bench's own strategy beside the product's queues: lowest top probability (uncertainty sampling).
-LEAST_CONFIDENT = "least-confident"
 #: The accuracy whose labelling cost the active-learning curve reports.
 CURVE_TARGET = 90.0
 EMBED_BATCH = 256
@@ -159,7 +157,7 @@ def embed_corpus(corpus: Corpus, encoders: Sequence[str]) -> tuple[Corpus, dict[
 def parse_strategies(value: str) -> list[str]:
     """The queues to compare: those that pick unreviewed messages without a label or a query."""
     names = [n.strip() for n in value.split(",") if n.strip()]
-    allowed = ("shuffle", "low-confidence", "teach", "rebalance", LEAST_CONFIDENT)
+    allowed = ("shuffle", "low-confidence", "teach", "uncertain", "rebalance")
     if not names or not set(names) <= set(allowed):
         raise click.BadParameter(f"a comma list of {', '.join(allowed)}", param_hint="--strategies")
     return names
@@ -281,17 +279,6 @@ def teach_round_robin(pool: Pool, limits: NDArray[np.float64], n: int, seed: int
     return distinct(np.stack(ranked, axis=1).ravel(), n, texts=pool.texts, embeddings=pool.embeddings)
 
 
-def least_confident(pool: Pool, n: int) -> list[int]:
-    """Classic uncertainty sampling, for comparison (not a product queue): unreviewed rows by their
-    top probability, lowest first, whether or not some label reaches its threshold (ml-notes.md, section 4)."""
-    from commine.ml.cluster import distinct
-
-    assert pool.scores is not None
-    rows = np.flatnonzero(~pool.reviewed)
-    ranked = rows[np.argsort(pool.scores[rows].max(axis=1), kind="stable")]
-    return distinct(ranked, n, texts=pool.texts, embeddings=pool.embeddings)
-
-
 def choose(
     strategy: str, corpus: Corpus, reviewed: NDArray[np.bool_], result: TrainingResult, n: int, seed: int
 ) -> tuple[list[int], int]:
@@ -307,8 +294,6 @@ def choose(
     limits = thresholds(result, corpus.labels)
     if strategy == "teach":
         picks = teach_round_robin(pool, limits, n, seed)
-    elif strategy == LEAST_CONFIDENT:
-        picks = least_confident(pool, n)
     else:
         picks = select(strategy, pool, n=n, seed=seed, thresholds=limits)
     short = n - len(picks)
@@ -403,14 +388,14 @@ def reached_in_budget(curve: Curve | None) -> bool | None:
 
 def quality_verdict(full: dict[str, float], shots: dict[str, Any], curves: dict[str, Curve]) -> dict[str, bool | None]:
     """Each target of issue 3, met or not (None when the run did not measure it); the labelling target
-    for both uncertainty strategies, the product's low-confidence queue and plain least-confident."""
+    for both uncertainty queues, low-confidence and uncertain (lowest top probability)."""
     ten_shot = shots["shots"] == 10
     return {
         "full_accuracy": full["accuracy"] >= QUALITY_TARGETS["full_accuracy"],
         "full_map": full["map"] >= QUALITY_TARGETS["full_map"],
         "few_shot_accuracy": shots["accuracy"] >= QUALITY_TARGETS["few_shot_accuracy"] if ten_shot else None,
         "labels_to_90_low_confidence": reached_in_budget(curves.get("low-confidence")),
-        "labels_to_90_least_confident": reached_in_budget(curves.get(LEAST_CONFIDENT)),
+        "labels_to_90_uncertain": reached_in_budget(curves.get("uncertain")),
     }
 
 
@@ -430,9 +415,9 @@ def echo_curves(curves: dict[str, Curve]) -> None:
 @click.option("--round-size", default=500, show_default=True, help="Messages labelled per round.")
 @click.option(
     "--strategies",
-    default=f"shuffle,low-confidence,teach,{LEAST_CONFIDENT}",
+    default="shuffle,low-confidence,teach,uncertain",
     show_default=True,
-    help="Queues to compare, a comma list: shuffle, low-confidence, teach, rebalance, least-confident.",
+    help="Queues to compare, a comma list: shuffle, low-confidence, teach, uncertain, rebalance.",
 )
 @click.option("--limit", default=0, show_default=True, help="Use a random LIMIT of train and of test (0: all).")
 @click.option(

@@ -117,6 +117,6 @@ def _show_model(app: Any) -> None:
         f"({rating.get('band', 'not validated')}); every message predicted"
     )
     view = load_view(app.store, model.dataset_id)
-    for item in queue(view, "low-confidence", n=2) or queue(view, "shuffle", n=2):
+    for item in queue(view, "uncertain", n=2):
         best = item["predicted"][0]
         click.echo(f"6. to label next: {item['text'][:70]!r} (best guess {best['name']} {best['probability']:.2f})")
