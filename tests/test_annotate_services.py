@@ -20,7 +20,7 @@ from click.testing import CliRunner, Result
 from commine.bootstrap import open_store
 from commine.domain.errors import NotFound
 from commine.domain.message import Message, message_aggregate_id
-from commine.events import LabelApplied, LabelRemoved, LabelRenamed
+from commine.events import DatasetDeleted, LabelApplied, LabelRemoved, LabelRenamed
 from commine.handlers import labels as service
 from commine.handlers.commands import create_dataset, create_project, create_source, get_dataset, get_source, run
 from commine.handlers.ingest import handle_ingest
@@ -508,3 +508,31 @@ def test_the_cli_lists_renames_merges_and_deletes_labels(cli_home: Path) -> None
     assert after[-1]["description"] == "junk mail"
     assert bad.exit_code == 1 and "'Spam' is in the taxonomy already; merge into it instead" in bad.output
     assert "equals the live state" in commine("replay").output
+
+
+def _messages_stored(home: Path) -> int:
+    store = cli_store(home)
+    try:
+        with store.engine.connect() as conn:
+            return int(conn.execute(sa.select(sa.func.count()).select_from(t.messages)).scalar() or 0)
+    finally:
+        store.engine.dispose()
+
+
+def test_the_cli_deletes_a_dataset_and_keeps_its_source(cli_home: Path) -> None:
+    commine("annotate", DATASET, "p/s", "c1", "--label", "Billing")
+    stored = _messages_stored(cli_home)
+    refused = CliRunner().invoke(cli, ["--embedded", "datasets", "delete", DATASET], input="n\n")
+    assert refused.exit_code != 0  # the prompt said no: nothing deleted
+    deleted = commine("datasets", "delete", DATASET, "--reason", "test", "--yes")
+    assert deleted.exit_code == 0, deleted.output
+    assert f"deleted dataset {DATASET}" in deleted.output
+    again = CliRunner().invoke(cli, ["--embedded", "datasets", "delete", DATASET, "--yes"])
+    assert again.exit_code != 0 and "does not exist" in again.output
+    store = cli_store(cli_home)
+    try:
+        assert annotations(store) == {}
+        assert [e.reason for e in log(store, DatasetDeleted)] == ["test"]
+    finally:
+        store.engine.dispose()
+    assert _messages_stored(cli_home) == stored > 0

@@ -174,6 +174,29 @@ def test_dataset_shape_create_update(api: Api) -> None:
     assert "Other" in [d["name"] for d in api.ok("GET", "/api/v1/datasets/acme/support")["dataset"]["label_defs"]]
 
 
+def test_dataset_delete_by_name_and_by_id_keeps_the_sources(api: Api) -> None:
+    source_id, dataset_id = api.setup_source_and_dataset()
+    uid = f"{source_id}.c1"
+    labelling = {"labelling": [{"group": "default", "assigned": [{"name": "Billing"}]}]}
+    api.ok("POST", f"/api/_private/datasets/acme/support/labellings/{uid}", json=labelling)
+    assert api.ok("DELETE", "/api/v1/datasets/acme/support") == {"status": "ok"}
+    api.fails(404, "GET", "/api/v1/datasets/acme/support")
+    api.fails(404, "GET", f"/api/v1/datasets/id:{dataset_id}")
+    api.fails(404, "DELETE", "/api/v1/datasets/acme/support")
+    api.fails(404, "POST", f"/api/_private/datasets/acme/support/labellings/{uid}", json=labelling)
+    assert api.ok("GET", "/api/v1/datasets")["datasets"] == []
+    assert api.ok("GET", "/api/v1/sources/acme/inbox/comments/c1")["comment"]["id"] == "c1"
+    # The name is free again; the new dataset starts with no annotations.
+    again = api.ok("PUT", "/api/v1/datasets/acme/support", json={"dataset": {"source_ids": [source_id]}})["dataset"]
+    assert again["id"] != dataset_id
+    read = api.ok("GET", f"/api/_private/datasets/acme/support/labellings?id={uid}")["results"]
+    assert read[0]["comment"]["has_annotations"] is False
+    assert api.ok("DELETE", f"/api/v1/datasets/id:{again['id']}") == {"status": "ok"}
+    api.fails(404, "DELETE", f"/api/v1/datasets/id:{again['id']}")
+    assert "by its id" in api.fails(400, "DELETE", "/api/v1/datasets/acme")
+    api.fails(400, "DELETE", "/api/v1/datasets/id:nothex")
+
+
 def test_labellings_set_and_read(api: Api) -> None:
     source_id, _ = api.setup_source_and_dataset()
     uid = f"{source_id}.c1"

@@ -42,6 +42,7 @@ ENDPOINTS: list[tuple[str, str, dict[str, Any] | None, str | None]] = [
     ("POST", "/api/v1/datasets/acme/support/labellers/1/predict-comments", {"uids": ["{uid}"]}, "voc-readonly"),
     ("POST", "/api/_private/datasets/acme/support/labellings/{uid}", {"labelling": []}, "voc"),
     ("PUT", "/api/v1/datasets/acme/fresh", {"dataset": {}}, "datasets-admin"),
+    ("DELETE", "/api/v1/datasets/acme/fresh", None, "datasets-admin"),
     ("POST", "/api/v1/datasets/acme/support", {"dataset": {"title": "S"}}, "datasets-admin"),
     ("PUT", "/api/_private/datasets/acme/support/labels/default", {"label_defs": [{"name": "X"}]}, "datasets-admin"),
     ("GET", "/api/v1/datasets/acme/support/streams", None, "triggers-consume"),
@@ -62,7 +63,8 @@ ENDPOINTS: list[tuple[str, str, dict[str, Any] | None, str | None]] = [
     ("DELETE", "/api/v1/datasets/acme/support/streams/s", None, "triggers-admin"),
     ("POST", "/api/v1/audit_events/query", {}, "audit-read"),
     ("PUT", "/api/_private/projects/another", {"project": {}}, "administrators only"),
-    # Last: it deletes the source the others read.
+    # Last: they delete the dataset and the source the others read.
+    ("DELETE", "/api/v1/datasets/id:{did}", None, "datasets-admin"),
     ("DELETE", "/api/v1/sources/id:{sid}", None, "sources-admin"),
 ]
 

@@ -29,6 +29,7 @@ from commine.domain.source import Source, source_aggregate_id
 from commine.domain.stream import Stream, check_thresholds, stream_aggregate_id
 from commine.events import (
     DatasetCreated,
+    DatasetDeleted,
     LabelApplied,
     LabelDefined,
     LabelRenamed,
@@ -563,6 +564,31 @@ def test_a_missing_dataset_cannot_take_labels_or_sources() -> None:
         dataset.define_label("A", actor=ACTOR)
     with pytest.raises(NotFound):
         dataset.add_source(SOURCE_ID, actor=ACTOR)
+
+
+def test_a_deleted_dataset_refuses_commands_and_its_name_starts_afresh() -> None:
+    dataset = new_dataset([SOURCE_ID])
+    dataset.define_label("A > B", actor=ACTOR)
+    dataset.delete(reason="customer asked", actor=ACTOR)
+    events = dataset.collect()
+    deleted = events[-1]
+    assert isinstance(deleted, DatasetDeleted) and deleted.reason == "customer asked"
+    assert deleted.dataset_id == DATASET_ID and deleted.aggregate_version == len(events)
+
+    gone = Dataset.replay(dataset.id, events)
+    assert not gone.exists
+    for command in (
+        lambda: gone.delete(actor=ACTOR),
+        lambda: gone.define_label("C", actor=ACTOR),
+        lambda: gone.add_source(SOURCE_ID, actor=ACTOR),
+        lambda: gone.update(title="T", actor=ACTOR),
+    ):
+        with pytest.raises(NotFound):
+            command()
+    gone.create(dataset_id="1111111111111111", source_ids=[], project_exists=True, actor=ACTOR)
+    assert gone.exists and gone.dataset_id == "1111111111111111"
+    assert gone.labels == [] and gone.source_ids == []  # nothing of the deleted dataset comes back
+    assert gone.collect()[0].aggregate_version == len(events) + 1
 
 
 def test_a_message_is_new_then_unchanged_then_updated() -> None:

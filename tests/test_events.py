@@ -107,6 +107,7 @@ def test_every_event_named_in_the_design_is_in_the_catalogue() -> None:
     design += ["PermissionsGranted", "PermissionsRevoked"]
     streams = ["StreamModelChanged", "StreamDeleted", "ExceptionCleared"]  # issue 4: stream lifecycle
     design += streams
+    design += ["DatasetDeleted"]  # issues 4 and 5: deleting a dataset, sources kept
     assert sorted(design) == CATALOGUE
     for name in CATALOGUE:
         assert registry.lookup(name).type_name() == name

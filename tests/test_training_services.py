@@ -14,14 +14,15 @@ import rq
 import sqlalchemy as sa
 from conftest import delete_training_keys, require_services
 
+from commine.domain.errors import NotFound
 from commine.events import ModelTrained, PredictionsRecorded
-from commine.handlers.commands import create_dataset, create_project, create_source
+from commine.handlers.commands import create_dataset, create_project, create_source, delete_dataset
 from commine.handlers.ingest import handle_ingest
 from commine.handlers.prediction import predict_new
 from commine.handlers.retrain import request_retraining
 from commine.handlers.training import NothingToTrain, load_model, reproduce, snapshot, train_dataset
 from commine.integrations.ingest_client import make_body
-from commine.persistence import mldata
+from commine.persistence import mldata, replay
 from commine.persistence import schema as t
 from commine.persistence.projections import catch_up
 from commine.persistence.store import EventStore
@@ -129,6 +130,35 @@ def test_a_model_version_is_reproducible_from_the_log(store: EventStore) -> None
         assert again.trained_on_position == trained.trained_on_position
     with pytest.raises(LookupError):
         reproduce(store, dataset_id, 3)
+
+
+def test_deleting_a_dataset_drops_its_models_predictions_and_artifacts_and_frees_its_name(store: EventStore) -> None:
+    dataset_id = _dataset(store)
+    _ingest(store, generate(120, seed=5), labelled=100)
+    trained = train_dataset(store, dataset_id, actor="trainer")
+    catch_up(store)
+    assert _prediction_uids(store, dataset_id, 1)
+
+    delete_dataset(store, "acme/support", reason="customer asked", actor="admin")
+    catch_up(store)
+
+    with store.engine.connect() as conn:
+        for table in (t.datasets, t.labels, t.annotations, t.models, t.predictions):
+            left = conn.execute(sa.select(sa.func.count()).select_from(table).where(table.c.dataset_id == dataset_id))
+            assert left.scalar() == 0, table.name
+        assert conn.execute(sa.select(sa.func.count()).select_from(t.messages)).scalar() == 120  # the source stays
+        with pytest.raises(LookupError):
+            mldata.load_artifact(conn, trained.artifact_hash)
+    with pytest.raises(NotFound):
+        delete_dataset(store, "acme/support", actor="admin")
+
+    # The name is free again, for a new dataset that inherits nothing; replay agrees with the live read models.
+    again = create_dataset(store, "acme/support", sources=["acme/inbox"], actor="test")
+    catch_up(store)
+    assert again.dataset_id != dataset_id and again.labels == []
+    assert snapshot(store, again.dataset_id).reviewed == {}
+    live, rebuilt = replay.verify(store)
+    assert live == rebuilt
 
 
 def _count(store: EventStore, kind: type) -> int:

@@ -9,6 +9,7 @@ from commine.domain.source import check_title
 from commine.domain.taxonomy import in_subtree, move, relabel_all
 from commine.events import (
     DatasetCreated,
+    DatasetDeleted,
     DatasetUpdated,
     LabelDefined,
     LabelDeleted,
@@ -37,6 +38,12 @@ class Dataset(Aggregate):
         self.has_sentiment = False
         self.title = ""
         self.description = ""
+        self.deleted = False
+
+    @property
+    def exists(self) -> bool:
+        """Created and not deleted since: a deleted dataset's name is free for a new one."""
+        return self.version > 0 and not self.deleted
 
     def create(
         self,
@@ -78,6 +85,11 @@ class Dataset(Aggregate):
             return False
         self.record(DatasetUpdated, actor, dataset_id=self.dataset_id, title=new_title, description=new_description)
         return True
+
+    def delete(self, *, reason: str = "", actor: str) -> None:
+        """Delete the dataset with its annotations, models and streams; its sources and messages stay."""
+        self._require()
+        self.record(DatasetDeleted, actor, dataset_id=self.dataset_id, reason=reason)
 
     def add_source(self, source_id: str, *, actor: str) -> None:
         self._require()
@@ -191,6 +203,8 @@ class Dataset(Aggregate):
             raise NotFound(f"dataset {self.project}/{self.name} does not exist")
 
     def _on_DatasetCreated(self, event: DatasetCreated) -> None:
+        self.deleted = False
+        self.source_ids, self.labels = [], []
         self.dataset_id = event.dataset_id
         self.has_sentiment = event.has_sentiment
         self.title = event.title
@@ -199,6 +213,9 @@ class Dataset(Aggregate):
     def _on_DatasetUpdated(self, event: DatasetUpdated) -> None:
         self.title = event.title
         self.description = event.description
+
+    def _on_DatasetDeleted(self, event: DatasetDeleted) -> None:
+        self.deleted = True
 
     def _on_SourceAddedToDataset(self, event: SourceAddedToDataset) -> None:
         self.source_ids.append(event.source_id)

@@ -3,6 +3,7 @@
 from commine.events.base import DomainEvent, EventRegistry, event, registry, utc_now
 from commine.events.catalogue import (
     DatasetCreated,
+    DatasetDeleted,
     DatasetUpdated,
     ExceptionCleared,
     ExceptionReported,
@@ -38,6 +39,7 @@ from commine.events.errors import EventError, MalformedEvent, UnknownEventType, 
 
 __all__ = [
     "DatasetCreated",
+    "DatasetDeleted",
     "DatasetUpdated",
     "DomainEvent",
     "EventError",

@@ -72,6 +72,19 @@ class DatasetUpdated(DomainEvent):
 
 @event
 @dataclass(frozen=True, kw_only=True)
+class DatasetDeleted(DomainEvent):
+    """A dataset is gone with its taxonomy, annotations, models, predictions and streams; its sources stay.
+
+    Its name may be used again: a later ``DatasetCreated`` on the same aggregate starts a new dataset with a
+    new id, so nothing of the deleted one comes back.
+    """
+
+    dataset_id: str
+    reason: str = ""
+
+
+@event
+@dataclass(frozen=True, kw_only=True)
 class SourceAddedToDataset(DomainEvent):
     dataset_id: str
     source_id: str

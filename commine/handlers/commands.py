@@ -16,9 +16,11 @@ from typing import Any, TypeVar
 from commine.domain.aggregate import Aggregate
 from commine.domain.dataset import Dataset, dataset_aggregate_id
 from commine.domain.errors import NotFound
+from commine.domain.model import ModelVersions, models_aggregate_id
 from commine.domain.names import check_project_name, split_full_name
 from commine.domain.project import Project, project_aggregate_id
 from commine.domain.source import Source, source_aggregate_id
+from commine.persistence import mldata
 from commine.persistence.store import ConcurrencyError, EventStore
 
 A = TypeVar("A", bound=Aggregate)
@@ -162,6 +164,17 @@ def delete_source(store: EventStore, full_name: str, *, reason: str = "", actor:
     """Delete a source: ``SourcePurged``, after which its messages are gone from every read model."""
     project, name = split_full_name("source", full_name)
     return run(store, Source, source_aggregate_id(project, name), lambda s: s.purge(reason=reason, actor=actor))
+
+
+def delete_dataset(store: EventStore, full_name: str, *, reason: str = "", actor: str) -> Dataset:
+    """Delete a dataset: ``DatasetDeleted``; its annotations, models, predictions and streams leave the read
+    models, its sources and their messages stay."""
+    project, name = split_full_name("dataset", full_name)
+    dataset = run(store, Dataset, dataset_aggregate_id(project, name), lambda d: d.delete(reason=reason, actor=actor))
+    versions = load(store, ModelVersions, models_aggregate_id(dataset.dataset_id))
+    with store.engine.begin() as conn:
+        mldata.drop_artifacts(conn, {m.artifact_hash for m in versions.trained.values()}, kept_for=dataset.dataset_id)
+    return dataset
 
 
 def update_dataset(

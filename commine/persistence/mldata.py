@@ -119,6 +119,19 @@ def save_artifact(conn: Connection, artifact_hash: str, data: bytes) -> None:
     conn.execute(insert(conn, t.model_artifacts).values(row).on_conflict_do_nothing())
 
 
+def drop_artifacts(conn: Connection, hashes: set[str], *, kept_for: str) -> int:
+    """Delete the artifacts of ``hashes`` that no model of another dataset than ``kept_for`` uses; how many.
+
+    Two datasets with the same annotations and seed train byte-identical models, which share one artifact.
+    """
+    m = t.models
+    shared = sa.select(m.c.artifact_hash).where(m.c.dataset_id != kept_for, m.c.artifact_hash.in_(sorted(hashes)))
+    dropped = sorted(hashes - {row.artifact_hash for row in conn.execute(shared)})
+    if not dropped:
+        return 0
+    return conn.execute(t.model_artifacts.delete().where(t.model_artifacts.c.artifact_hash.in_(dropped))).rowcount
+
+
 def load_artifact(conn: Connection, artifact_hash: str) -> bytes:
     query = sa.select(t.model_artifacts.c.data).where(t.model_artifacts.c.artifact_hash == artifact_hash)
     data = conn.execute(query).scalar()

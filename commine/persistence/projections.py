@@ -21,6 +21,7 @@ from commine.domain.comment import parse_timestamp
 from commine.domain.taxonomy import TaxonomyChange, relabel
 from commine.events import (
     DatasetCreated,
+    DatasetDeleted,
     DatasetUpdated,
     LabelApplied,
     LabelDefined,
@@ -239,6 +240,28 @@ def _touch_dataset(conn: Connection, dataset_id: str, at: datetime) -> None:
     conn.execute(t.datasets.update().where(t.datasets.c.dataset_id == dataset_id).values(last_modified=at))
 
 
+def _dataset_deleted(conn: Connection, e: DatasetDeleted) -> None:
+    """Everything of the dataset leaves the read models; its sources, messages and embeddings stay.
+
+    Model artifacts are not read models (a replay must never touch them): ``handlers.commands.delete_dataset``
+    drops those of the dataset's models.
+    """
+    streams = sa.select(t.streams.c.stream_id).where(_of(t.streams, e)).scalar_subquery()
+    for table in (t.stream_entries, t.stream_exceptions):
+        conn.execute(table.delete().where(table.c.stream_id.in_(streams)))
+    for table in (t.streams, t.predictions, t.models, t.annotations, t.labels, t.dataset_sources, t.datasets):
+        conn.execute(table.delete().where(_of(table, e)))
+
+
+def _of(table: sa.Table, e: DatasetDeleted) -> sa.ColumnElement[bool]:
+    return table.c.dataset_id == e.dataset_id
+
+
+def _exists(conn: Connection, dataset_id: str) -> bool:
+    query = sa.select(t.datasets.c.dataset_id).where(t.datasets.c.dataset_id == dataset_id)
+    return conn.execute(query).first() is not None
+
+
 def _source_added(conn: Connection, e: SourceAddedToDataset) -> None:
     upsert(
         conn, t.dataset_sources, [{"dataset_id": e.dataset_id, "source_id": e.source_id}], ["dataset_id", "source_id"]
@@ -327,6 +350,8 @@ def _label_removed(conn: Connection, e: LabelRemoved) -> None:
 
 
 def _model_trained(conn: Connection, e: ModelTrained) -> None:
+    if not _exists(conn, e.dataset_id):
+        return  # trained while its dataset was being deleted
     row = {
         "dataset_id": e.dataset_id,
         "version": e.version,
@@ -351,6 +376,7 @@ _CATALOGUE_HANDLERS: dict[type, Callable[[Connection, Any], None]] = {
     PermissionsGranted: _permissions_granted,
     PermissionsRevoked: _permissions_revoked,
     DatasetCreated: _dataset_created,
+    DatasetDeleted: _dataset_deleted,
     SourceAddedToDataset: _source_added,
     LabelDefined: _label_defined,
     LabelRenamed: _taxonomy_changed,
@@ -377,7 +403,10 @@ def _predictions(conn: Connection, batch: list[StoredEvent]) -> None:
                     "labels": item["labels"],
                     "position": stored.position,
                 }
-    for chunk in _chunks(list(rows.values()), 1000):
+    # A dataset deleted by now (later in the batch, or while its model was predicting) keeps no predictions.
+    alive = {dataset_id for dataset_id, _, _ in rows if _exists(conn, dataset_id)}
+    kept = [row for key, row in rows.items() if key[0] in alive]
+    for chunk in _chunks(kept, 1000):
         upsert(conn, t.predictions, chunk, ["dataset_id", "model_version", "uid"], newer="position")
 
 

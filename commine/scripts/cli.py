@@ -110,6 +110,24 @@ def datasets_add(
     click.echo(f"created dataset {full_name} (id {dataset.dataset_id}) over {len(sources_)} source(s)")
 
 
+@datasets.command("delete")
+@click.argument("full_name", metavar="PROJECT/DATASET")
+@click.option("--reason", default="", help="Why, for the audit trail.")
+@click.confirmation_option(prompt="Delete the dataset with its annotations, models and streams?")
+@pass_context
+def datasets_delete(ctx: Context, full_name: str, reason: str) -> None:
+    """Delete a dataset: its annotations, models, predictions and streams go; its sources stay."""
+    from commine.handlers.commands import delete_dataset
+    from commine.persistence.projections import catch_up
+
+    try:
+        dataset = delete_dataset(ctx.store, full_name, reason=reason, actor=actor_name())
+    except DomainError as exc:
+        fail(str(exc))
+    catch_up(ctx.store)
+    click.echo(f"deleted dataset {full_name} (id {dataset.dataset_id}); its sources stay")
+
+
 @cli.command()
 @click.option("--threads", type=int, default=None, help="Worker threads per process [COMMINE_WORKER_THREADS].")
 @click.option("--processes", type=int, default=1, show_default=True, help="Worker processes to start.")

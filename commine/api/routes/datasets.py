@@ -171,6 +171,35 @@ def update_dataset(project: str, name: str, body: DatasetRequest, store: Store, 
     return _answer(store, project, name)
 
 
+def _delete(store: Store, user: Caller, project: str, name: str) -> dict[str, Any]:
+    require(user, project, DATASETS_ADMIN)
+    commands.delete_dataset(store.store, f"{project}/{name}", reason="deleted through the API", actor=actor(user))
+    store.written()
+    return {"status": "ok"}
+
+
+@router.delete("/api/v1/datasets/{ref}", summary="Delete a dataset by id (`id:<hex>`)")
+def delete_dataset_by_id(ref: str, store: Store, user: Caller) -> dict[str, Any]:
+    dataset_id = _ref(ref)
+    if dataset_id is None:
+        raise ApiError(400, "delete a dataset by its id (id:<hex>) or as /api/v1/datasets/<project>/<name>")
+    with store.store.engine.connect() as conn:
+        row = dataset_row(conn, dataset_id=dataset_id)
+    return _delete(store, user, row.project, row.name)
+
+
+@router.delete(
+    "/api/v1/datasets/{project}/{name}",
+    summary="Delete a dataset: its annotations, models and streams go, its sources stay",
+)
+def delete_dataset(project: str, name: str, store: Store, user: Caller) -> dict[str, Any]:
+    check_names(project, name, "dataset")
+    require(user, project, DATASETS_ADMIN)
+    with store.store.engine.connect() as conn:
+        dataset_row(conn, project=project, name=name)
+    return _delete(store, user, project, name)
+
+
 @router.put("/api/_private/datasets/{project}/{name}/labels/{group}", summary="Define labels in bulk")
 def put_labels(
     project: str, name: str, group: str, body: LabelDefsRequest, store: Store, user: Caller
