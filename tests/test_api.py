@@ -11,7 +11,9 @@ import pytest
 from api_helpers import PROJECT, Api, comment
 
 from commine.handlers.access import revoke_tokens
+from commine.handlers.training import train_dataset
 from commine.persistence.store import EventStore
+from commine.scripts.sample_mail import generate
 
 SOURCE_FIELDS = {"id", "owner", "name", "title", "description", "language", "should_translate", "created_at"}
 SOURCE_FIELDS |= {"updated_at", "_kind"}
@@ -232,6 +234,48 @@ def test_model_routes_without_a_model(api: Api) -> None:
     api.fails(400, "POST", "/api/v1/datasets/acme/support/labellers/1/predict", json={"documents": [], "threshold": 2})
     uids = {"uids": [f"{source_id}.c1"]}
     api.fails(404, "POST", "/api/v1/datasets/acme/support/labellers/latest/predict-comments", json=uids)
+
+
+def test_model_routes_with_a_trained_model(api: Api) -> None:
+    source_id, dataset_id = api.setup_source_and_dataset()
+    messages = [m for m in generate(300, seed=7) if m.label is not None]
+    api.ok("POST", "/api/v1/sources/acme/inbox/sync", json={"comments": [m.comment for m in messages]})
+    for m in messages[:200]:
+        labelling = {"labelling": [{"group": "default", "assigned": [{"name": m.label}]}]}
+        api.ok("POST", f"/api/_private/datasets/acme/support/labellings/{source_id}.{m.comment['id']}", json=labelling)
+    train_dataset(api.store, dataset_id, actor="trainer")
+
+    labellers = api.ok("POST", "/api/_private/datasets/acme/support/labellers", json={})["labellers"]
+    assert [(m["version"], len(m["model_id"])) for m in labellers] == [(1, 16)]
+    validation = api.ok("GET", "/api/_private/datasets/acme/support/labellers/latest/validation")["validation"]
+    assert validation["version"] == 1 and validation["reviewed_size"] == 200
+    assert 0 <= validation["model_rating"]["score"] <= 100 and validation["labels"]
+    label = messages[0].label
+    assert label is not None
+    curve = api.ok(
+        "POST", "/api/_private/datasets/acme/support/labellers/1/label-validation", json={"label": label.split(" > ")}
+    )["label_validation"]
+    assert len(curve["thresholds"]) == len(curve["precisions"]) == len(curve["recalls"]) > 0
+    assert curve["thresholds"] == sorted(curve["thresholds"])
+    assert all(0 <= v <= 1 for v in curve["precisions"] + curve["recalls"])
+    assert curve["recalls"] == sorted(curve["recalls"], reverse=True)  # a higher threshold finds fewer
+    missing = {"label": "No such label"}
+    api.fails(404, "POST", "/api/_private/datasets/acme/support/labellers/1/label-validation", json=missing)
+    api.fails(400, "POST", "/api/_private/datasets/acme/support/labellers/1/label-validation", json={"label": ""})
+
+    # Predictions of an unseen document and of stored comments, best label first, none under the threshold.
+    unseen = {"documents": [{"messages": m.comment["messages"]} for m in messages[200:205]], "threshold": 0.3}
+    predicted = api.ok("POST", "/api/v1/datasets/acme/support/labellers/1/predict", json=unseen)["predictions"]
+    assert len(predicted) == 5
+    for item in predicted:
+        probabilities = [label["probability"] for label in item["labels"]]
+        assert probabilities == sorted(probabilities, reverse=True) and min(probabilities, default=1) >= 0.3
+    right = sum(bool(p["labels"]) and p["labels"][0]["name"] == m.label.split(" > ")[: len(p["labels"][0]["name"])]
+                for p, m in zip(predicted, messages[200:205], strict=True))  # fmt: skip
+    assert right >= 3
+    uids = {"uids": [f"{source_id}.{m.comment['id']}" for m in messages[205:208]], "threshold": "auto"}
+    stored = api.ok("POST", "/api/v1/datasets/acme/support/labellers/latest/predict-comments", json=uids)
+    assert [p["uid"] for p in stored["predictions"]] == uids["uids"]
 
 
 # --- audit and projects --------------------------------------------------------------------------

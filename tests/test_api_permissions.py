@@ -39,6 +39,7 @@ ENDPOINTS: list[tuple[str, str, dict[str, Any] | None, str | None]] = [
     ("GET", "/api/v1/datasets/acme/support/labellers/latest/validation", None, "voc-readonly"),
     ("GET", "/api/_private/datasets/acme/support/labellers/latest/validation", None, "voc-readonly"),
     ("POST", "/api/v1/datasets/acme/support/labellers/1/predict", {"documents": []}, "voc-readonly"),
+    ("POST", "/api/_private/datasets/acme/support/labellers/1/label-validation", {"label": "Billing"}, "voc-readonly"),
     ("POST", "/api/v1/datasets/acme/support/labellers/1/predict-comments", {"uids": ["{uid}"]}, "voc-readonly"),
     ("POST", "/api/_private/datasets/acme/support/labellings/{uid}", {"labelling": []}, "voc"),
     ("PUT", "/api/v1/datasets/acme/fresh", {"dataset": {}}, "datasets-admin"),

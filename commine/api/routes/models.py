@@ -40,6 +40,10 @@ class PredictRequest(BaseModel):
     labels: list[LabelThreshold] | None = None
 
 
+class LabelValidationRequest(BaseModel):
+    label: str | list[str]
+
+
 class PredictCommentsRequest(BaseModel):
     uids: list[str]
     threshold: Probability | Literal["auto"] = DEFAULT_THRESHOLD
@@ -148,6 +152,35 @@ def validation(project: str, name: str, version: str, store: Store, user: Caller
 )
 def private_validation(project: str, name: str, version: str, store: Store, user: Caller) -> dict[str, Any]:
     return _validation(store, user, project, name, version)
+
+
+@router.post(
+    "/api/_private/datasets/{project}/{name}/labellers/{version}/label-validation",
+    summary="One label's precision-recall curve on the held-out reviewed messages",
+)
+def label_validation(
+    project: str, name: str, version: str, body: LabelValidationRequest, store: Store, user: Caller
+) -> dict[str, Any]:
+    _, model = _model(store, user, project, name, version)
+    try:
+        wanted = label_name(body.label)
+    except ValueError as exc:
+        raise ApiError(400, f"label: {exc}") from None
+    reports = {r["name"]: r for r in ((model.metrics or {}).get("validation") or {}).get("labels", [])}
+    if wanted not in reports:
+        raise ApiError(404, f"model version {model.version} has no validation for label {wanted!r}")
+    report = reports[wanted]
+    curve = report.get("curve") or {"precision": [], "recall": [], "thresholds": []}
+    points = len(curve["thresholds"])  # the curve's last point (precision 1, recall 0) has no threshold
+    answer = {
+        "thresholds": curve["thresholds"],
+        "precisions": curve["precision"][:points],
+        "recalls": curve["recall"][:points],
+        "average_precision": report.get("average_precision"),
+        "support": report.get("support"),
+        "presets": report.get("presets") or {},
+    }
+    return {"status": "ok", "label_validation": answer}
 
 
 @router.post("/api/v1/datasets/{project}/{name}/labellers/{version}/predict", summary="Predict ad-hoc documents")
