@@ -10,6 +10,7 @@ from collections.abc import Iterator
 import pytest
 from api_helpers import PROJECT, Api, comment
 
+from commine.domain.names import label_ancestors
 from commine.handlers.access import revoke_tokens
 from commine.handlers.training import train_dataset
 from commine.persistence.store import EventStore
@@ -277,6 +278,25 @@ def test_model_routes_with_a_trained_model(api: Api) -> None:
     stored = api.ok("POST", "/api/v1/datasets/acme/support/labellers/latest/predict-comments", json=uids)
     assert [p["uid"] for p in stored["predictions"]] == uids["uids"]
 
+    # The export: every message once, in pages, labels as "Parent > Child" strings, predictions best first.
+    first = api.ok("POST", "/api/v1/datasets/acme/support/export", json={"limit": 150})
+    rest = api.ok("POST", "/api/v1/datasets/acme/support/export", json={"continuation": first["continuation"]})
+    exported = first["comments"] + rest["comments"]
+    assert first["total"] == len(exported) == len(messages) + 2 and rest["continuation"] is None
+    assert len({c["uid"] for c in exported}) == len(exported)
+    by_id = {c["id"]: c for c in exported}
+    for m in messages[:200]:
+        assigned = {a["name"] for a in by_id[m.comment["id"]]["labelling"]["assigned"]}
+        assert assigned == {m.label, *label_ancestors(m.label)}  # a child implies its parent
+    assert by_id[messages[200].comment["id"]]["labelling"]["assigned"] == []
+    for c in exported:
+        assert c["model_version"] == 1 and c["messages"]
+        probabilities = [p["probability"] for p in c["predictions"]]
+        assert probabilities and probabilities == sorted(probabilities, reverse=True)
+    bad = {"continuation": f"{source_id}.nothing"}
+    api.fails(400, "POST", "/api/v1/datasets/acme/support/export", json=bad)
+    api.fails(404, "POST", "/api/v1/datasets/acme/support/export", json={"model_version": 9})
+
 
 # --- audit and projects --------------------------------------------------------------------------
 
@@ -292,13 +312,54 @@ def test_audit_events_are_scoped_by_project_and_page(api: Api) -> None:
     everything = api.ok("POST", "/api/v1/audit_events/query", json={"filter": {"event_types": ["SourceCreated"]}})
     assert {e["aggregate_id"] for e in everything["audit_events"]} == {"source:acme/inbox", "source:other/box"}
     assert {u["id"] for u in everything["users"]} == {"api:root"}
-    first = api.ok("POST", "/api/v1/audit_events/query", json={"limit": 2})
-    second = api.ok("POST", "/api/v1/audit_events/query", json={"limit": 2, "continuation": first["continuation"]})
+    changes = {"limit": 2, "filter": {"event_types": ["SourceCreated", "DatasetCreated", "LabelDefined"]}}
+    first = api.ok("POST", "/api/v1/audit_events/query", json=changes)
+    second = api.ok("POST", "/api/v1/audit_events/query", json={**changes, "continuation": first["continuation"]})
     assert first["audit_events"][-1]["position"] < second["audit_events"][0]["position"]
     future = {"filter": {"timestamp": {"minimum": "2999-01-01T00:00:00Z"}}}
     assert api.ok("POST", "/api/v1/audit_events/query", json=future)["audit_events"] == []
     api.fails(400, "POST", "/api/v1/audit_events/query", json={"filter": {"timestamp": {"minimum": "yesterday"}}})
     api.fails(403, "POST", "/api/v1/audit_events/query", api.user("sources-read"), json={})
+
+
+def test_reads_and_refusals_through_the_api_are_in_the_audit_trail_with_who_and_from_where(api: Api) -> None:
+    source_id, _ = api.setup_source_and_dataset()
+    api.ok("PUT", "/api/_private/projects/other", json={"project": {}})
+    api.ok("PUT", "/api/v1/sources/other/box", json={"source": {}})
+    reader, stranger = api.user("sources-read"), api.user("voc")
+    api.ok("GET", "/api/v1/sources/acme/inbox/comments/c1", reader)
+    api.fails(403, "GET", "/api/v1/sources/acme/inbox/comments/c2", stranger)
+    api.ok("GET", f"/api/v1/sources/id:{source_id}", reader)
+    api.ok("GET", "/api/v1/sources/other%2Fbox")  # the administrator, in the other project
+
+    auditor = api.user("audit-read")
+    reads = {"filter": {"event_types": ["DataAccessed"]}, "limit": 1024}
+    seen = api.ok("POST", "/api/v1/audit_events/query", auditor, json=reads)["audit_events"]
+    calls = [(e["actor_user_id"], e["action"], e["status"]) for e in seen]
+    assert ("api:user1", "GET /api/v1/sources/acme/inbox/comments/c1", 200) in calls
+    assert ("api:user2", "GET /api/v1/sources/acme/inbox/comments/c2", 403) in calls
+    assert ("api:user1", f"GET /api/v1/sources/id:{source_id}", 200) in calls
+    assert all(e["project_ids"] == ["acme"] and e["channel"] == "api" and e["client"] for e in seen)
+    assert not any("other" in e["action"] for e in seen)  # another project's reads: not for this auditor
+    everything = api.ok("POST", "/api/v1/audit_events/query", json=reads)["audit_events"]
+    assert ("api:root", "GET /api/v1/sources/other%2Fbox", 200) in [
+        (e["actor_user_id"], e["action"], e["status"]) for e in everything
+    ]
+    # Changes and accesses come as one timeline, paged without losing or repeating an entry.
+    whole = api.ok("POST", "/api/v1/audit_events/query", json={"limit": 1024})["audit_events"]
+    assert {e["event_type"] for e in whole} >= {"DataAccessed", "SourceCreated"}
+    paged, continuation = [], None
+    while True:
+        body = {"limit": 3, **({"continuation": continuation} if continuation else {})}
+        page = api.ok("POST", "/api/v1/audit_events/query", json=body)
+        paged += page["audit_events"]
+        continuation = page["continuation"]
+        if continuation is None:
+            break
+    ids = [e["event_id"] for e in paged]
+    assert len(ids) == len(set(ids)) and set(ids) >= {e["event_id"] for e in whole}
+    assert [e["timestamp"] for e in paged] == sorted(e["timestamp"] for e in paged)
+    api.fails(400, "POST", "/api/v1/audit_events/query", json={"continuation": "x.y"})
 
 
 def test_projects_are_listed_where_the_caller_holds_a_permission(api: Api) -> None:

@@ -34,6 +34,7 @@ ENDPOINTS: list[tuple[str, str, dict[str, Any] | None, str | None]] = [
     ("GET", "/api/v1/datasets/acme", None, "voc-readonly"),
     ("GET", "/api/v1/datasets/acme/support", None, "voc-readonly"),
     ("GET", "/api/v1/datasets/id:{did}", None, "voc-readonly"),
+    ("POST", "/api/v1/datasets/acme/support/export", {"limit": 1}, "voc-readonly"),
     ("GET", "/api/_private/datasets/acme/support/labellings", None, "voc-readonly"),
     ("POST", "/api/_private/datasets/acme/support/labellers", {}, "voc-readonly"),
     ("GET", "/api/v1/datasets/acme/support/labellers/latest/validation", None, "voc-readonly"),

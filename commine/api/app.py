@@ -8,6 +8,7 @@ from typing import Any
 from fastapi import FastAPI
 
 from commine.api import errors
+from commine.api.access import RecordAccess
 from commine.api.deps import Services
 from commine.api.nul import RefuseNul
 from commine.api.routes import audit, auth, comments, datasets, labellings, models, sources, streams
@@ -42,6 +43,7 @@ def create_app(
     )
     api.state.services = Services(store, after_write or (lambda: None))
     errors.install(api)
+    api.add_middleware(RecordAccess, store=store)
     api.add_middleware(RefuseNul)
     for router in ROUTERS:
         api.include_router(router)

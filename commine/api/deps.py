@@ -10,6 +10,7 @@ import sqlalchemy as sa
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
+from commine.api.access import PRINCIPAL
 from commine.api.errors import ApiError
 from commine.domain.access import Principal, allowed
 from commine.handlers.access import authenticate
@@ -64,6 +65,7 @@ def principal(
     user = authenticate(found.store.engine, credentials.credentials)
     if user is None:
         raise ApiError(401, "the API token is unknown or revoked")
+    request.scope.setdefault("state", {})[PRINCIPAL] = user  # for the access log (``api.access``)
     return user
 
 

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Connection, Engine
 
 from commine.persistence import schema as t
 from commine.persistence.projections import CHECKPOINT
@@ -111,3 +112,19 @@ def labels(engine: Engine, dataset_id: str) -> list[dict[str, Any]]:
         }
         for row in rows
     ]
+
+
+def annotations_of(conn: Connection, dataset_id: str, uids: Sequence[str]) -> dict[str, Any]:
+    """The annotation rows (assigned with sentiment, dismissed) of those uids that have one."""
+    a = t.annotations
+    query = sa.select(a.c.uid, a.c.assigned, a.c.dismissed).where(a.c.dataset_id == dataset_id, a.c.uid.in_(uids))
+    return {row.uid: row for row in conn.execute(query)}
+
+
+def predictions_of(conn: Connection, dataset_id: str, version: int, uids: Sequence[str]) -> dict[str, dict[str, float]]:
+    """Model ``version``'s probabilities per label for those uids it predicted."""
+    p = t.predictions
+    query = sa.select(p.c.uid, p.c.labels).where(
+        p.c.dataset_id == dataset_id, p.c.model_version == version, p.c.uid.in_(uids)
+    )
+    return dict(conn.execute(query).all())

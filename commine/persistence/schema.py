@@ -300,3 +300,28 @@ stream_routing = sa.Table(
     sa.Column("stream_id", sa.String(16), primary_key=True),
     sa.Column("pushed_seq", sa.BigInteger, nullable=False),
 )
+
+
+# --- the access log (migration 0005) --------------------------------------------------------------------------------
+
+#: Every read of customer data, and every API call, with who, from where and what came of it: the half of
+#: the audit trail the event log cannot hold, since a read changes nothing. Append-only, never rebuilt.
+access_log = sa.Table(
+    "access_log",
+    log_metadata,
+    sa.Column("access_id", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True, autoincrement=True),
+    sa.Column("at", Timestamp, nullable=False),
+    sa.Column("actor", sa.String(256), nullable=False),
+    #: ``api`` or ``cli``.
+    sa.Column("channel", sa.String(16), nullable=False),
+    #: Where from: the client's address for the API, host and process for the CLI.
+    sa.Column("client", sa.String(256), nullable=False),
+    #: What: ``GET /api/v1/...`` for the API, the command (``export p/ds``) for the CLI.
+    sa.Column("action", sa.String(2048), nullable=False),
+    #: The project the data belongs to, when the action names one; None for global actions.
+    sa.Column("project", sa.String(1024), nullable=True),
+    #: The HTTP status (or 0 for a CLI command that completed).
+    sa.Column("status", sa.Integer, nullable=False),
+    sa.Column("detail", JsonType, nullable=False),
+    sa.Index("ix_access_log_at", "at"),
+)

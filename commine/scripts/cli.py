@@ -249,7 +249,17 @@ def migrate(ctx: Context) -> None:
 
 
 def _register_subcommands() -> None:
-    from commine.scripts import admin, annotate, bench, bench_ml, demo, models, streams, upload  # noqa: F401 (adds to bench)
+    from commine.scripts import (  # noqa: F401 (bench_ml adds to bench)
+        admin,
+        annotate,
+        bench,
+        bench_ml,
+        demo,
+        governance,
+        models,
+        streams,
+        upload,
+    )
 
     cli.add_command(upload.upload)
     cli.add_command(annotate.annotate)
@@ -257,7 +267,7 @@ def _register_subcommands() -> None:
     cli.add_command(demo.demo)
     cli.add_command(bench.bench)
     cli.add_command(streams.streams)
-    for command in [*models.COMMANDS, *admin.COMMANDS]:
+    for command in [*models.COMMANDS, *admin.COMMANDS, *governance.COMMANDS]:
         cli.add_command(command)
 
 

@@ -24,6 +24,13 @@ def _dataset_id(ctx: Context, full_name: str) -> str:
         raise AssertionError("unreachable") from exc
 
 
+def _record_read(ctx: Context, command: str, dataset: str, **detail: Any) -> None:
+    """The command shows message text: it goes in the access log, for the audit trail."""
+    from commine.handlers.audit import record_cli_read
+
+    record_cli_read(ctx.store, actor_name(), command, dataset.partition("/")[0], **detail)
+
+
 def _echo_json(value: Any) -> None:
     click.echo(json.dumps(value, indent=2, default=str))
 
@@ -229,6 +236,7 @@ def queue_command(
     except (LookupError, ValueError) as exc:
         fail(str(exc))
         return
+    _record_read(ctx, f"queue {dataset} --mode {mode}", dataset, shown=len(picked))
     if as_json:
         _echo_json(picked)
         return
@@ -248,6 +256,7 @@ def discover(ctx: Context, dataset: str, clusters: int | None, as_json: bool) ->
     from commine.handlers.insight import load_view
 
     found = find_clusters(load_view(ctx.store, _dataset_id(ctx, dataset)), k=clusters)
+    _record_read(ctx, f"discover {dataset}", dataset, clusters=len(found))
     if as_json:
         _echo_json(found)
         return

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from itertools import islice
 from typing import Any
 
 from fastapi import APIRouter
@@ -15,8 +16,11 @@ from commine.domain.dataset import MAX_LABELS, MAX_SOURCES
 from commine.domain.names import MAX_LABEL_LENGTH
 from commine.domain.source import MAX_DESCRIPTION, MAX_TITLE, SOURCE_ID
 from commine.handlers import commands, labels
+from commine.handlers import export as exporting
 
 router = APIRouter(tags=["datasets"])
+
+EXPORT_PAGE, EXPORT_MAX = 1024, 4096
 
 
 class LabelDef(BaseModel):
@@ -48,6 +52,14 @@ class DatasetFields(BaseModel):
 
 class DatasetRequest(BaseModel):
     dataset: DatasetFields = Field(default_factory=DatasetFields)
+
+
+class ExportRequest(BaseModel):
+    #: commine's paging: how many messages per answer, and the uid the last answer ended with.
+    limit: int = Field(EXPORT_PAGE, ge=1, le=EXPORT_MAX)
+    continuation: str | None = Field(None, max_length=1100)
+    #: The model version whose predictions to include (the newest when absent).
+    model_version: int | None = Field(None, ge=1)
 
 
 class LabelDefsRequest(BaseModel):
@@ -169,6 +181,33 @@ def update_dataset(project: str, name: str, body: DatasetRequest, store: Store, 
     _define(store, f"{project}/{name}", _label_defs(fields), actor(user))
     store.written()
     return _answer(store, project, name)
+
+
+@router.post(
+    "/api/v1/datasets/{project}/{name}/export",
+    summary="Export the dataset's messages with their labels (`Parent > Child`) and predictions, a page at a time",
+)
+def export_dataset(project: str, name: str, body: ExportRequest, store: Store, user: Caller) -> dict[str, Any]:
+    check_names(project, name, "dataset")
+    require(user, project, LABELS_READ)
+    with store.store.engine.connect() as conn:
+        dataset = dataset_row(conn, project=project, name=name)
+    try:
+        plan = exporting.plan(store.store, dataset.dataset_id, body.model_version)
+        found = list(islice(exporting.records(store.store, plan, after=body.continuation), body.limit + 1))
+    except LookupError as exc:
+        raise ApiError(404 if body.continuation is None else 400, str(exc)) from None
+    page = found[: body.limit]
+    more = len(found) > body.limit
+    return {
+        "status": "ok",
+        "comments": [{**r["comment"], "uid": r["uid"], **{k: r[k] for k in _EXPORTED}} for r in page],
+        "total": plan.total,
+        "continuation": page[-1]["uid"] if more else None,
+    }
+
+
+_EXPORTED = ("labelling", "model_version", "predictions")
 
 
 def _delete(store: Store, user: Caller, project: str, name: str) -> dict[str, Any]:
