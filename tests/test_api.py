@@ -200,6 +200,19 @@ def test_dataset_delete_by_name_and_by_id_keeps_the_sources(api: Api) -> None:
     api.fails(400, "DELETE", "/api/v1/datasets/id:nothex")
 
 
+def test_resyncing_a_message_with_new_text_keeps_its_labels(api: Api) -> None:
+    source_id, _ = api.setup_source_and_dataset()
+    uid = f"{source_id}.c1"
+    labelling = {"labelling": [{"group": "default", "assigned": [{"name": "Billing > Refund"}]}]}
+    api.ok("POST", f"/api/_private/datasets/acme/support/labellings/{uid}", json=labelling)
+    edited = comment("c1", "Actually I want to cancel instead")
+    assert api.ok("POST", "/api/v1/sources/acme/inbox/sync", json={"comments": [edited]})["updated"] == 1
+    stored = api.ok("GET", "/api/v1/sources/acme/inbox/comments/c1")["comment"]
+    assert stored["messages"][0]["body"]["text"] == "Actually I want to cancel instead"
+    read = api.ok("GET", f"/api/_private/datasets/acme/support/labellings?id={uid}")["results"][0]
+    assert sorted(a["name"] for a in read["labelling"][0]["assigned"]) == ["Billing", "Billing > Refund"]
+
+
 def test_labellings_set_and_read(api: Api) -> None:
     source_id, _ = api.setup_source_and_dataset()
     uid = f"{source_id}.c1"

@@ -123,3 +123,22 @@ def test_reads_from_the_cli_are_in_the_audit_trail_beside_the_changes(home: Path
     first = commine("audit", "-n", "2")
     assert len(first.stdout.splitlines()) == 2 and "--continuation" in first.stderr
     assert commine("audit", "--project", "elsewhere").stdout == ""
+
+
+def test_history_shows_the_dataset_at_a_moment_and_the_changes_to_another(
+    home: Path, messages: list[SampleMessage]
+) -> None:
+    from datetime import UTC, datetime
+
+    then = datetime.now(UTC).isoformat()
+    commine("labels", "rename", DATASET, "Billing", "Payments")
+    now = datetime.now(UTC).isoformat()
+    state = json.loads(commine("history", DATASET, "--at", then, "--json").stdout)
+    assert state["exists"] and "Billing" in state["taxonomy"] and state["model"]["version"] == 1
+    text = commine("history", DATASET, "--at", then).stdout
+    labelled = sum(1 for m in messages[:70] if m.label)
+    assert "model: version 1" in text and f"annotated messages: {labelled}" in text
+    changes = json.loads(commine("history", DATASET, "--at", then, "--to", now, "--json").stdout)
+    assert "Billing" in changes["taxonomy"]["removed"] and "Payments" in changes["taxonomy"]["added"]
+    early = json.loads(commine("history", DATASET, "--at", "2000-01-01T00:00:00Z", "--json").stdout)
+    assert early["exists"] is False

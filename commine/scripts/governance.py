@@ -136,4 +136,56 @@ def _line(entry: dict[str, Any]) -> str:
     return f"{when}  {entry['actor']}  {project}  {what}"
 
 
-COMMANDS = [export, audit]
+@click.command()
+@click.argument("dataset", metavar="PROJECT/DATASET")
+@click.option("--at", "at", required=True, metavar="ISO-TIME", help="The moment to show the dataset at.")
+@click.option("--to", "to", metavar="ISO-TIME", help="A later moment: show what changed from --at to it.")
+@click.option("--json", "as_json", is_flag=True)
+@pass_context
+def history(ctx: Context, dataset: str, at: str, to: str | None, as_json: bool) -> None:
+    """DATASET as the log had it at a moment (taxonomy, annotations, model, streams), or what changed between two.
+
+    Rebuilds the read models from the log up to each moment in a scratch schema; the live ones are untouched.
+    """
+    from commine.handlers import history as past
+
+    first = _moment(at, "--at")
+    assert first is not None
+    try:
+        state = past.dataset_at(ctx.store, dataset, first)
+        later = past.dataset_at(ctx.store, dataset, _moment(to, "--to") or first) if to else None
+    except DomainError as exc:
+        fail(str(exc))
+        return
+    answer = past.diff(state, later) if later is not None else state
+    if as_json:
+        click.echo(json.dumps(answer, indent=2, default=str))
+    elif later is not None:
+        _echo_diff(answer)
+    else:
+        _echo_state(state)
+
+
+def _echo_state(state: dict[str, Any]) -> None:
+    click.echo(f"{state['dataset']} at {state['at']} (log position {state['position']})")
+    if not state["exists"]:
+        click.echo("  did not exist")
+        return
+    click.echo(f"  taxonomy: {', '.join(state['taxonomy']) or '(empty)'}")
+    click.echo(f"  annotated messages: {len(state['annotations'])}")
+    model = state["model"]
+    click.echo(f"  model: version {model['version']}, trained {model['trained_at']}" if model else "  model: none")
+    for name, stream in state["streams"].items():
+        limits = ", ".join(f"{label}={value}" for label, value in stream["thresholds"].items())
+        click.echo(f"  stream {name}: model {stream['model_version']}, cursor {stream['cursor']}, thresholds {limits}")
+
+
+def _echo_diff(changes: dict[str, Any]) -> None:
+    click.echo(f"from {changes['from']} to {changes['to']}")
+    for section, found in changes.items():
+        if section in ("from", "to"):
+            continue
+        click.echo(f"  {section}: {json.dumps(found, default=str)}")
+
+
+COMMANDS = [export, audit, history]
