@@ -244,12 +244,9 @@ def _dataset_deleted(conn: Connection, e: DatasetDeleted) -> None:
     """Everything of the dataset leaves the read models; its sources, messages and embeddings stay.
 
     Model artifacts are not read models (a replay must never touch them): ``handlers.commands.delete_dataset``
-    drops those of the dataset's models.
+    drops those of the dataset's models. Its streams go in the streams projection, in log order.
     """
-    streams = sa.select(t.streams.c.stream_id).where(_of(t.streams, e)).scalar_subquery()
-    for table in (t.stream_entries, t.stream_exceptions):
-        conn.execute(table.delete().where(table.c.stream_id.in_(streams)))
-    for table in (t.streams, t.predictions, t.models, t.annotations, t.labels, t.dataset_sources, t.datasets):
+    for table in (t.predictions, t.models, t.annotations, t.labels, t.dataset_sources, t.datasets):
         conn.execute(table.delete().where(_of(table, e)))
 
 

@@ -34,6 +34,7 @@ from commine.domain.message import message_aggregate_id
 from commine.domain.names import label_name
 from commine.domain.stream import StreamRules, labels_returned, passes_filter, qualifies
 from commine.events import (
+    DatasetDeleted,
     ExceptionCleared,
     ExceptionReported,
     MessageDeleted,
@@ -177,6 +178,16 @@ def _deleted(conn: Target, stored: StoredEvent) -> set[str]:
     e: StreamDeleted = stored.event  # type: ignore[assignment]
     for table in (t.stream_entries, t.stream_exceptions, t.streams):
         conn.execute(table.delete().where(table.c.stream_id == e.stream_id))
+    return set()
+
+
+def _dataset_deleted(conn: Target, stored: StoredEvent) -> set[str]:
+    """The dataset's streams go with it, in log order: an exception reported earlier in the batch is gone too."""
+    e: DatasetDeleted = stored.event  # type: ignore[assignment]
+    streams = sa.select(t.streams.c.stream_id).where(t.streams.c.dataset_id == e.dataset_id).scalar_subquery()
+    for table in (t.stream_entries, t.stream_exceptions):
+        conn.execute(table.delete().where(table.c.stream_id.in_(streams)))
+    conn.execute(t.streams.delete().where(t.streams.c.dataset_id == e.dataset_id))
     return set()
 
 
@@ -413,6 +424,7 @@ _HANDLERS = {
     StreamAdvanced: _advanced,
     StreamReset: _reset,
     StreamDeleted: _deleted,
+    DatasetDeleted: _dataset_deleted,
     ExceptionReported: _exception_reported,
     ExceptionCleared: _exception_cleared,
     PredictionsRecorded: _predictions_recorded,
