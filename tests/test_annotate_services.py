@@ -536,3 +536,20 @@ def test_the_cli_deletes_a_dataset_and_keeps_its_source(cli_home: Path) -> None:
     finally:
         store.engine.dispose()
     assert _messages_stored(cli_home) == stored > 0
+
+
+def test_the_cli_records_which_queue_a_message_came_from(cli_home: Path) -> None:
+    one = commine("annotate", DATASET, "p/s", "c1", "--label", "Billing", "--queue", "shuffle")
+    assert one.exit_code == 0, one.output
+    lines = '{"source": "p/s", "id": "c2", "labels": ["Card"], "queue": "teach"}\n'
+    lines += '{"source": "p/s", "id": "c3", "labels": ["Card"], "queue": "random"}\n'
+    many = CliRunner().invoke(cli, ["--embedded", "annotate", DATASET, "--file", "-"], input=lines)
+    assert many.exit_code == 1 and "line 2" in many.output and "'queue' must be one of" in many.output
+    store = cli_store(cli_home)
+    try:
+        assert [(e.uid.split(".")[1], e.queue) for e in log(store, LabelApplied)] == [
+            ("c1", "shuffle"),
+            ("c2", "teach"),
+        ]
+    finally:
+        store.engine.dispose()

@@ -13,6 +13,7 @@ from api_helpers import PROJECT, Api, comment
 from commine.domain.names import label_ancestors
 from commine.handlers.access import revoke_tokens
 from commine.handlers.training import train_dataset
+from commine.persistence import readmodels
 from commine.persistence.store import EventStore
 from commine.scripts.sample_mail import generate
 
@@ -214,7 +215,7 @@ def test_resyncing_a_message_with_new_text_keeps_its_labels(api: Api) -> None:
 
 
 def test_labellings_set_and_read(api: Api) -> None:
-    source_id, _ = api.setup_source_and_dataset()
+    source_id, dataset_id = api.setup_source_and_dataset()
     uid = f"{source_id}.c1"
     labelling = {
         "labelling": [{"group": "default", "assigned": [{"name": "Billing > Refund", "sentiment": "positive"}]}]
@@ -234,6 +235,13 @@ def test_labellings_set_and_read(api: Api) -> None:
     assert [r["comment"]["id"] for r in page["results"] + rest["results"]] == ["c1", "c2"] and rest["after"] is None
     api.fails(404, "POST", f"/api/_private/datasets/acme/support/labellings/{source_id}.nope", json=labelling)
     api.fails(400, "POST", "/api/_private/datasets/acme/support/labellings/nodot", json=labelling)
+    # commine's addition: the queue the comment was picked from, for validation's balance.
+    picked = {**labelling, "queue": "shuffle"}
+    api.ok("POST", f"/api/_private/datasets/acme/support/labellings/{source_id}.c2", json=picked)
+    with api.store.engine.connect() as conn:
+        assert readmodels.reviewed_from(conn, dataset_id, "shuffle") == {f"{source_id}.c2"}
+    wrong = {**labelling, "queue": "anywhere"}
+    api.fails(400, "POST", f"/api/_private/datasets/acme/support/labellings/{source_id}.c2", json=wrong)
 
 
 def test_model_routes_without_a_model(api: Api) -> None:

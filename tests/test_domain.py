@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from commine.domain.annotation import Annotation, annotation_aggregate_id
+from commine.domain.annotation import QUEUES, Annotation, annotation_aggregate_id
 from commine.domain.comment import content_hash, normalise_comment
 from commine.domain.dataset import MAX_LABELS, MAX_SOURCES, Dataset, dataset_aggregate_id
 from commine.domain.errors import AlreadyExists, CommentError, DomainError, NotFound
@@ -676,6 +676,19 @@ def test_sentiment_needs_a_sentiment_dataset_and_a_known_value() -> None:
 def test_a_label_cannot_be_assigned_and_dismissed_at_once_even_through_its_child() -> None:
     with pytest.raises(DomainError, match="both assigned and dismissed: Billing"):
         annotation().label(["Billing > Refund"], dismissed=["Billing"], actor=ACTOR)
+
+
+def test_a_labelling_says_which_queue_the_message_came_from_and_only_a_known_one() -> None:
+    from commine.ml.active import MODES
+
+    assert set(MODES) <= set(QUEUES)  # every queue a trainer can work from can be recorded
+    ann = annotation()
+    assert ann.label(["Card"], queue="shuffle", actor=ACTOR)
+    assert ann.annotate(["Billing"], queue="check", actor=ACTOR)
+    assert [e.queue for e in ann.collect()] == ["shuffle", "check"]
+    with pytest.raises(DomainError, match="unknown queue 'random'"):
+        ann.label(["Other"], queue="random", actor=ACTOR)
+    assert ann.collect() == []
 
 
 def test_an_annotation_replays_to_the_same_state() -> None:

@@ -18,11 +18,12 @@ from commine.domain.errors import NotFound
 from commine.events import ModelTrained, PredictionsRecorded
 from commine.handlers.commands import create_dataset, create_project, create_source, delete_dataset
 from commine.handlers.ingest import handle_ingest
+from commine.handlers.labels import APPLIED, AnnotationRequest, annotate
 from commine.handlers.prediction import predict_new
 from commine.handlers.retrain import request_retraining
 from commine.handlers.training import NothingToTrain, load_model, reproduce, snapshot, train_dataset
 from commine.integrations.ingest_client import make_body
-from commine.persistence import mldata, replay
+from commine.persistence import mldata, readmodels, replay
 from commine.persistence import schema as t
 from commine.persistence.projections import catch_up
 from commine.persistence.store import EventStore
@@ -159,6 +160,31 @@ def test_deleting_a_dataset_drops_its_models_predictions_and_artifacts_and_frees
     assert snapshot(store, again.dataset_id).reviewed == {}
     live, rebuilt = replay.verify(store)
     assert live == rebuilt
+
+
+def test_the_balance_counts_the_messages_reviewed_from_shuffle(store: EventStore) -> None:
+    dataset_id = _dataset(store)
+    messages = [m for m in generate(260, seed=6) if m.label is not None][:200]
+    _ingest(store, messages, labelled=0)
+    requests = [
+        AnnotationRequest("acme/inbox", m.comment["id"], labels=(m.label,), queue="shuffle" if i < 50 else "teach")
+        for i, m in enumerate(messages[:150])
+    ]
+    annotate(store, "acme/support", requests, actor="trainer")
+    # A second look from another queue leaves the first queue on record: the message was still picked at random.
+    other = next(m.label for m in messages if m.label not in (messages[0].label,) and " > " not in str(m.label))
+    again = AnnotationRequest("acme/inbox", messages[0].comment["id"], dismissed=(other,), queue="check")
+    [result] = annotate(store, "acme/support", [again], actor="trainer")
+    assert result.outcome == APPLIED, result.reason
+    catch_up(store)
+    with store.engine.connect() as conn:
+        assert len(readmodels.reviewed_from(conn, dataset_id, "shuffle")) == 50
+        assert len(readmodels.reviewed_from(conn, dataset_id, "teach")) == 100
+
+    trained = train_dataset(store, dataset_id, actor="trainer")
+    balance = trained.metrics["balance"]
+    assert balance["random_share"] == pytest.approx(50 / 150)
+    assert "33% of reviewed messages were labelled from Shuffle" in " ".join(balance["reasons"])
 
 
 def _count(store: EventStore, kind: type) -> int:

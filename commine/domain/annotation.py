@@ -120,6 +120,7 @@ class Annotation(Aggregate):
         dismissed: list[str] | None = None,
         sentiment: str | None = None,
         has_sentiment: bool = False,
+        queue: str = "",
         actor: str,
     ) -> bool:
         """Replace the labelling: assign labels (parents implied), dismiss others; False when nothing changed."""
@@ -128,7 +129,7 @@ class Annotation(Aggregate):
         gone = _canonical(dismissed or [])
         _refuse_clash(names, gone)
         entries = [{"name": n, "sentiment": sentiment} for n in names]
-        return self._apply_labelling(entries, gone, actor)
+        return self._apply_labelling(entries, gone, actor, queue)
 
     def annotate(
         self,
@@ -138,6 +139,7 @@ class Annotation(Aggregate):
         remove: list[str] | None = None,
         sentiment: str | None = None,
         has_sentiment: bool = False,
+        queue: str = "",
         actor: str,
     ) -> bool:
         """Change the labelling: remove names, then add assigned and dismissed ones; False when nothing changed.
@@ -159,7 +161,7 @@ class Annotation(Aggregate):
         dismissed = [d for d in self.dismissed if d not in removed]
         entries, not_wanted = _added(assigned, dismissed, names, gone, sentiment)
         changed = self._remove(removed, actor)
-        return self._apply_labelling(entries, not_wanted, actor) or changed
+        return self._apply_labelling(entries, not_wanted, actor, queue) or changed
 
     def unlabel(self, names: list[str], *, actor: str) -> bool:
         """Take labels off (assigned or dismissed), each with its children; False when none was there."""
@@ -176,13 +178,19 @@ class Annotation(Aggregate):
         self.record(LabelRemoved, actor, dataset_id=self.dataset_id, uid=self.uid, labels=names)
         return True
 
-    def _apply_labelling(self, entries: list[Entry], dismissed: list[str], actor: str) -> bool:
+    def _apply_labelling(self, entries: list[Entry], dismissed: list[str], actor: str, queue: str) -> bool:
         # Compared as sets: the same labels sent again in another order (a redelivery, a UI that
         # sorts differently) are no change and must not record an event.
         if _label_set(entries) == _label_set(self.assigned) and set(dismissed) == set(self.dismissed):
             return False
         self.record(
-            LabelApplied, actor, dataset_id=self.dataset_id, uid=self.uid, assigned=entries, dismissed=dismissed
+            LabelApplied,
+            actor,
+            dataset_id=self.dataset_id,
+            uid=self.uid,
+            assigned=entries,
+            dismissed=dismissed,
+            queue=check_queue(queue),
         )
         return True
 
@@ -193,6 +201,17 @@ class Annotation(Aggregate):
     def _on_LabelRemoved(self, event: LabelRemoved) -> None:
         self.assigned = [e for e in self.assigned if e["name"] not in event.labels]
         self.dismissed = [d for d in self.dismissed if d not in event.labels]
+
+
+#: The queues a review can come from (``commine.ml.active.MODES``; the domain does not import ml).
+QUEUES = ("shuffle", "teach", "low-confidence", "uncertain", "check", "missed", "rebalance", "search", "discover")
+
+
+def check_queue(queue: str) -> str:
+    """The queue name, or a DomainError naming the known ones."""
+    if queue and queue not in QUEUES:
+        raise DomainError(f"unknown queue {queue!r}; expected one of {', '.join(QUEUES)}")
+    return queue
 
 
 def _refuse_clash(assigned: list[str], dismissed: list[str]) -> None:

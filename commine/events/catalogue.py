@@ -164,6 +164,9 @@ class LabelApplied(DomainEvent):
     assigned: list[dict[str, Any]] = field(default_factory=list)
     #: Label names the trainer said do not apply.
     dismissed: list[str] = field(default_factory=list)
+    #: The active-learning queue the trainer picked the message from (``shuffle``, ``teach``, ...), or "".
+    #: Validation's balance counts the messages reviewed from ``shuffle``: picked at random, unbiased.
+    queue: str = ""
 
 
 @event

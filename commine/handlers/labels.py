@@ -54,6 +54,8 @@ class AnnotationRequest:
     #: Replace the message's whole labelling with ``labels`` and ``dismissed`` (the reference API's
     #: labellings route) instead of adding to it.
     replace: bool = False
+    #: The active-learning queue the message was picked from, if any (``shuffle`` counts as random).
+    queue: str = ""
 
 
 @dataclass(frozen=True)
@@ -159,6 +161,7 @@ def _decide_one(
             dismissed=list(request.dismissed),
             sentiment=request.sentiment,
             has_sentiment=dataset.has_sentiment,
+            queue=request.queue,
             actor=actor,
         )
         return dataset, annotation, changed
@@ -168,6 +171,7 @@ def _decide_one(
         remove=list(request.remove),
         sentiment=request.sentiment,
         has_sentiment=dataset.has_sentiment,
+        queue=request.queue,
         actor=actor,
     )
     return dataset, annotation, changed

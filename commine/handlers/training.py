@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -26,7 +26,7 @@ from commine.ml import validation
 from commine.ml.encoders import MINILM, WORDLLAMA, encoder, minilm_installed
 from commine.ml.fasttext_model import FastTextParams
 from commine.ml.model import Model, TrainingConfig, TrainingResult, TrainingSet, artifact_hash, train
-from commine.persistence import mldata, projections
+from commine.persistence import mldata, projections, readmodels
 from commine.persistence import schema as t
 from commine.persistence.mldata import MessageRow
 from commine.persistence.store import EventStore
@@ -54,6 +54,8 @@ class Snapshot:
     texts: list[str]
     reviewed: dict[str, list[str]]
     labels: list[str]
+    #: Reviewed uids first picked from the shuffle queue: at random, so an unbiased sample.
+    shuffled: set[str] = field(default_factory=set)
 
 
 class NothingToTrain(Exception):
@@ -73,11 +75,12 @@ def snapshot(store: EventStore, dataset_id: str, read_models: Engine | None = No
         ).scalar()
         messages = mldata.dataset_messages(conn, dataset_id)
         reviewed = mldata.annotations(conn, dataset_id)
+        shuffled = readmodels.reviewed_from(conn, dataset_id, "shuffle") & set(reviewed)
         known = set(mldata.label_names(conn, dataset_id))
     with store.engine.connect() as conn:  # the text lives in the log
         texts = mldata.texts(conn, messages)
     used = {name for names in reviewed.values() for name in names}
-    return Snapshot(dataset_id, int(position or 0), messages, texts, reviewed, sorted(used & known))
+    return Snapshot(dataset_id, int(position or 0), messages, texts, reviewed, sorted(used & known), shuffled)
 
 
 def embeddings(
@@ -183,7 +186,8 @@ def _metrics(
     informative = validation.informative_labels(data.labels, training.truth)
     coverage = validation.coverage(scores, thresholds, informative)
     wordllama = vectors[WORDLLAMA]
-    balance = validation.balance(wordllama[reviewed], wordllama[~reviewed], random_share=0.0)
+    shuffled = sum(data.messages[i].uid in data.shuffled for i in rows)
+    balance = validation.balance(wordllama[reviewed], wordllama[~reviewed], random_share=shuffled / max(1, len(rows)))
     rating = validation.rating(report, coverage, balance, examples)
     out.update(
         validation=report.to_dict(),

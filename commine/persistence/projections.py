@@ -321,14 +321,20 @@ def _relabel_annotations(conn: Connection, e: TaxonomyChange) -> None:
 
 
 def _label_applied(conn: Connection, e: LabelApplied) -> None:
+    """The labelling replaces the row's; the queue is the first one a review came from, kept after."""
+    a = t.annotations
     row = {
         "dataset_id": e.dataset_id,
         "uid": e.uid,
         "assigned": e.assigned,
         "dismissed": e.dismissed,
         "updated_at": e.occurred_at,
+        "queue": e.queue,
     }
-    upsert(conn, t.annotations, [row], ["dataset_id", "uid"])
+    statement = insert(conn, a).values(row)
+    queue = sa.case((a.c.queue == "", statement.excluded.queue), else_=a.c.queue)
+    updates = {"assigned": e.assigned, "dismissed": e.dismissed, "updated_at": e.occurred_at, "queue": queue}
+    conn.execute(statement.on_conflict_do_update(index_elements=["dataset_id", "uid"], set_=updates))
 
 
 def _label_removed(conn: Connection, e: LabelRemoved) -> None:

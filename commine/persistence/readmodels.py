@@ -128,3 +128,9 @@ def predictions_of(conn: Connection, dataset_id: str, version: int, uids: Sequen
         p.c.dataset_id == dataset_id, p.c.model_version == version, p.c.uid.in_(uids)
     )
     return dict(conn.execute(query).all())
+
+
+def reviewed_from(conn: Connection, dataset_id: str, queue: str) -> set[str]:
+    """The uids of the dataset first reviewed from ``queue`` (``shuffle``: messages picked at random)."""
+    a = t.annotations
+    return set(conn.execute(sa.select(a.c.uid).where(a.c.dataset_id == dataset_id, a.c.queue == queue)).scalars())

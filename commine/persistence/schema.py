@@ -138,6 +138,8 @@ annotations = sa.Table(
     sa.Column("assigned", JsonType, nullable=False),
     sa.Column("dismissed", JsonType, nullable=False),
     sa.Column("updated_at", Timestamp, nullable=False),
+    #: The queue of the message's first review from a queue (``shuffle`` means picked at random); migration 0006.
+    sa.Column("queue", sa.String(32), nullable=False, server_default=""),
 )
 
 models = sa.Table(

@@ -11,19 +11,22 @@ import json
 import sys
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 import click
 from tqdm import tqdm
 
-from commine.domain.annotation import SENTIMENTS
+from commine.domain.annotation import QUEUES, SENTIMENTS
 from commine.domain.errors import DomainError
 from commine.scripts.context import Context, actor_name, fail, pass_context
+
+if TYPE_CHECKING:
+    from commine.handlers.labels import AnnotationRequest
 
 #: Lines of a JSONL file decided and appended together.
 CHUNK = 500
 #: The keys a JSONL line may have.
-LINE_KEYS = {"source", "id", "labels", "dismissed", "sentiment", "remove"}
+LINE_KEYS = {"source", "id", "labels", "dismissed", "sentiment", "remove", "queue"}
 
 
 @dataclass(frozen=True)
@@ -57,6 +60,9 @@ def parse_line(text: str) -> Any:
     sentiment = item.get("sentiment")
     if sentiment is not None and sentiment not in SENTIMENTS:
         raise ValueError("'sentiment' must be positive, negative or null")
+    queue = item.get("queue") or ""
+    if queue not in ("", *QUEUES):
+        raise ValueError(f"'queue' must be one of {', '.join(QUEUES)}")
     return AnnotationRequest(
         source=item["source"],
         comment_id=item["id"],
@@ -64,6 +70,7 @@ def parse_line(text: str) -> Any:
         dismissed=tuple(lists["dismissed"]),
         sentiment=sentiment,
         remove=tuple(lists["remove"]),
+        queue=queue,
     )
 
 
@@ -111,6 +118,12 @@ def _labels_text(assigned: Sequence[dict[str, Any]], dismissed: Sequence[str]) -
 @click.option("--sentiment", type=click.Choice(SENTIMENTS), default=None, help="For the labels assigned here.")
 @click.option("--remove", "removed", multiple=True, metavar="NAME", help="Take off a label and its children.")
 @click.option("--file", "file", type=click.File("r", encoding="utf-8"), default=None, help="JSONL requests; - = stdin.")
+@click.option(
+    "--queue",
+    type=click.Choice(QUEUES),
+    default=None,
+    help="The queue the message came from (commine queue --mode); shuffle counts as reviewed at random.",
+)
 @pass_context
 def annotate(
     ctx: Context,
@@ -122,6 +135,7 @@ def annotate(
     sentiment: str | None,
     removed: tuple[str, ...],
     file: IO[str] | None,
+    queue: str | None,
 ) -> None:
     """Label one message, or many from a JSONL file.
 
@@ -130,11 +144,11 @@ def annotate(
     child implies its parent; a label not yet in the taxonomy is added to it.
 
     Many: --file, one JSON object a line: {"source": "P/S", "id": "...", "labels": [...],
-    "dismissed": [...], "sentiment": "positive"|"negative"|null, "remove": [...]}. Every good
+    "dismissed": [...], "sentiment": "positive"|"negative"|null, "remove": [...], "queue": "shuffle"}. Every good
     line is applied; bad ones are reported by line number and make the command exit 1.
     """
     if file is not None:
-        if source or comment_id or labels or dismissed or sentiment or removed:
+        if source or comment_id or labels or dismissed or sentiment or removed or queue:
             fail("--file takes the requests from the file: give no SOURCE, COMMENT_ID or label options with it")
         _annotate_file(ctx, dataset, file)
         return
@@ -143,23 +157,16 @@ def annotate(
         return
     if not (labels or dismissed or removed):
         fail("nothing to do: give --label, --dismiss or --remove")
-    _annotate_one(ctx, dataset, source, comment_id, labels, dismissed, sentiment, removed)
+    from commine.handlers.labels import AnnotationRequest
+
+    request = AnnotationRequest(source, comment_id, labels, dismissed, sentiment, removed, queue=queue or "")
+    _annotate_one(ctx, dataset, request)
 
 
-def _annotate_one(
-    ctx: Context,
-    dataset: str,
-    source: str,
-    comment_id: str,
-    labels: tuple[str, ...],
-    dismissed: tuple[str, ...],
-    sentiment: str | None,
-    removed: tuple[str, ...],
-) -> None:
-    from commine.handlers.labels import ERROR, AnnotationRequest
+def _annotate_one(ctx: Context, dataset: str, request: AnnotationRequest) -> None:
+    from commine.handlers.labels import ERROR
     from commine.handlers.labels import annotate as annotate_messages
 
-    request = AnnotationRequest(source, comment_id, labels, dismissed, sentiment, removed)
     try:
         (result,) = annotate_messages(ctx.store, dataset, [request], actor=actor_name())
     except DomainError as exc:
@@ -167,7 +174,8 @@ def _annotate_one(
     if result.outcome == ERROR:
         fail(result.reason)
     refresh_read_models(ctx.store)
-    click.echo(f"{result.outcome}: {source} {comment_id}: {_labels_text(result.assigned, result.dismissed)}")
+    where = f"{request.source} {request.comment_id}"
+    click.echo(f"{result.outcome}: {where}: {_labels_text(result.assigned, result.dismissed)}")
 
 
 def _annotate_file(ctx: Context, dataset: str, handle: IO[str]) -> None:

@@ -13,6 +13,7 @@ from commine.api.deps import Caller, Store, actor, require
 from commine.api.errors import ApiError
 from commine.api.views import DEFAULT_GROUP, check_names, comment_view, dataset_row, label_parts, stored_comments
 from commine.domain.access import LABELS_READ, LABELS_WRITE, SOURCES_READ_SENSITIVE, allowed
+from commine.domain.annotation import QUEUES
 from commine.domain.names import MAX_LABEL_LENGTH
 from commine.handlers.labels import ERROR, AnnotationRequest, annotate
 from commine.persistence import schema as t
@@ -45,6 +46,8 @@ class LabellingRequest(BaseModel):
     labelling: list[Labelling] | Labelling = Field(default_factory=list)
     entities: dict[str, Any] | None = None
     moon_forms: list[Any] | None = None
+    #: commine's addition: the active-learning queue the comment was picked from (``shuffle``: at random).
+    queue: Literal[QUEUES] | None = None  # type: ignore[valid-type]
 
 
 def _name(name: str | list[str]) -> str:
@@ -210,6 +213,7 @@ def set_labelling(
         # The re client sends a sentiment with every label; it means something only with has_sentiment.
         sentiment=_sentiment(assigned) if dataset.has_sentiment else None,
         replace=True,
+        queue=body.queue or "",
     )
     [result] = annotate(store.store, f"{project}/{name}", [request], actor=actor(user))
     if result.outcome == ERROR:
