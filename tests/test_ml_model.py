@@ -164,3 +164,22 @@ def test_ten_examples_per_label_reach_80_percent(banking77: dict[str, object]) -
         rows = np.concatenate([rng.choice(np.flatnonzero(targets == k), 10, replace=False) for k in range(77)])
         accuracies.append(_fit_and_score(banking77, rows)[0])
     assert np.mean(accuracies) >= 0.80, accuracies
+
+
+def test_held_out_scores_come_from_a_stacking_fitted_on_the_other_half() -> None:
+    from scipy.special import expit
+
+    from commine.ml.model import _cross_fitted, fit_stack
+
+    rng = np.random.default_rng(3)
+    truth = rng.random((60, 4)) < 0.3
+    head = np.where(truth, 1.5, -1.5) + rng.normal(size=truth.shape)
+    fast = np.where(truth, 0.5, -0.5) + rng.normal(size=truth.shape)
+    halves = np.arange(60) < 30
+    whole = np.full(truth.shape, 0.5)
+    out = _cross_fitted(head, fast, truth, halves, whole)
+    a, c, b = fit_stack(head[~halves], fast[~halves], truth[~halves])
+    np.testing.assert_allclose(out[halves], expit(a * head[halves] + c * fast[halves] + b))
+    a, c, b = fit_stack(head[halves], fast[halves], truth[halves])
+    np.testing.assert_allclose(out[~halves], expit(a * head[~halves] + c * fast[~halves] + b))
+    assert _cross_fitted(head, fast, truth, np.ones(60, dtype=bool), whole) is whole  # one half empty

@@ -246,18 +246,35 @@ def _validate(
     """Score the held-out part with the models trained without it, and fit each head's stacking there.
 
     The held-out scores reported are the richest head's, as most messages are scored by it once
-    their embeddings are ready.
+    their embeddings are ready. They are cross-fitted: each half of the held-out part is scored with a
+    stacking fitted on the other half, so validation never judges a message the stacking learnt from
+    (the served stacking is fitted on the whole part).
     """
     fast = FastTextScorer(part_ft.result(), len(data.labels)).logits([data.texts[i] for i in test_rows])
     truth = data.truth[test_rows]
+    halves = test_mask([data.uids[i] for i in test_rows], 0.5, salt="stack")
     scores = None
     for part, head in zip(part_heads, heads, strict=True):
         logits = part.linear.logits(part.features(data.embeddings, test_rows))
         head.stack = part.stack = fit_stack(logits, fast, truth)
         if scores is None:
-            scores = respect_hierarchy(_stacked(part, logits, fast), list(data.labels))
+            fallback = _stacked(part, logits, fast)
+            scores = respect_hierarchy(_cross_fitted(logits, fast, truth, halves, fallback), list(data.labels))
     assert scores is not None
     return HeldOut([data.uids[i] for i in test_rows], scores, truth)
+
+
+def _cross_fitted(
+    head_logits: Scores, fast_logits: Scores, truth: Truth, halves: NDArray[np.bool_], whole: Scores
+) -> Scores:
+    """Each half's probabilities from the stacking fitted on the other half (``whole`` if a half is empty)."""
+    if halves.all() or not halves.any():
+        return whole
+    out = np.empty_like(whole)
+    for fit_on in (halves, ~halves):
+        a, c, b = fit_stack(head_logits[fit_on], fast_logits[fit_on], truth[fit_on])
+        out[~fit_on] = expit(a * head_logits[~fit_on] + c * fast_logits[~fit_on] + b)
+    return out
 
 
 def fit_stack(head_logits: Scores, fast_logits: Scores, truth: Truth) -> tuple[float, float, float]:
