@@ -231,7 +231,7 @@ def migrate(ctx: Context) -> None:
 
 
 def _register_subcommands() -> None:
-    from commine.scripts import admin, annotate, bench, bench_ml, demo, models, streams, upload  # noqa: F401 (adds to bench)
+    from commine.scripts import admin, annotate, bench, bench_ml, bench_streams, demo, models, streams, upload  # noqa: F401
 
     cli.add_command(upload.upload)
     cli.add_command(annotate.annotate)
