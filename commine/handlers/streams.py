@@ -54,6 +54,8 @@ log = logging.getLogger(__name__)
 MAX_FETCH = 1024
 #: Entries read per query while fetch scans past filtered ones.
 SCAN_PAGE = 1024
+#: Entries the router passes per transaction: one confirmed publish and one ``StreamAdvanced`` each.
+ROUTE_BATCH = 2000
 ROUTER_ACTOR = "commine-router"
 RECORDER_ACTOR = "commine-exception-recorder"
 
@@ -264,7 +266,7 @@ def _scan(
     filtered = 0
     last = after
     while True:
-        page = streamdata.entries_after(conn, stream_id, last, SCAN_PAGE)
+        page = streamdata.deliveries_after(conn, stream_id, last, SCAN_PAGE)
         for entry in page:
             last = entry.seq
             if entry.qualifies:
@@ -343,7 +345,7 @@ def suggested_thresholds(store: EventStore, dataset: str, name: str) -> dict[str
 # --- RabbitMQ: the router and the exception recorder ---------------------------------------------------------------
 
 
-def route_streams(store: EventStore, publisher: StreamPublisher, *, batch_size: int = 500) -> int:
+def route_streams(store: EventStore, publisher: StreamPublisher, *, batch_size: int = ROUTE_BATCH) -> int:
     """Push every queue-delivered stream's new qualifying messages onto its queue; how many were pushed."""
     with store.engine.connect() as conn:
         streams = [row.stream_id for row in streamdata.stream_rows(conn, delivery="queue")]
@@ -361,7 +363,7 @@ def route_streams(store: EventStore, publisher: StreamPublisher, *, batch_size: 
 
 
 def route_stream(
-    store: EventStore, publisher: StreamPublisher, stream_id: str, *, batch_size: int = 500
+    store: EventStore, publisher: StreamPublisher, stream_id: str, *, batch_size: int = ROUTE_BATCH
 ) -> tuple[int, int]:
     """One batch of one stream: publish (confirmed), then record ``StreamAdvanced`` and the routing
     position in one transaction. Returns how many entries were passed and how many published
@@ -376,7 +378,7 @@ def route_stream(
         if stream is None or pushed_seq is None:
             return 0, 0
         start = max(pushed_seq, stream.cursor)
-        entries = streamdata.entries_after(conn, stream_id, start, batch_size)
+        entries = streamdata.deliveries_after(conn, stream_id, start, batch_size)
         if not entries:
             return 0, 0
         chosen = [entry for entry in entries if entry.qualifies]

@@ -27,12 +27,13 @@ from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
+from psycopg.types.json import Jsonb
 from sqlalchemy.engine import Connection
 
 from commine.domain.comment import parse_timestamp
 from commine.domain.message import message_aggregate_id
 from commine.domain.names import label_name
-from commine.domain.stream import StreamRules, labels_returned, passes_filter, qualifies
+from commine.domain.stream import StreamRules, labels_returned, passes_filter
 from commine.events import (
     ExceptionCleared,
     ExceptionReported,
@@ -48,6 +49,7 @@ from commine.events import (
     ThresholdChanged,
 )
 from commine.persistence import schema as t
+from commine.persistence.engine import json_dumps
 from commine.persistence.store import StoredEvent, as_utc
 
 #: Stream events after which the projection reads the predictions table: a batch of the log is
@@ -213,9 +215,25 @@ def _predictions_recorded(conn: Target, stored: StoredEvent) -> set[str]:
         return set()
     probabilities = {item["uid"]: item["labels"] for item in e.predictions}
     facts = message_facts(conn.log, list(probabilities), before=stored.position)
+    items = [(facts[uid], probabilities[uid]) for uid in probabilities if uid in facts]
+    existing = _existing(conn, [stream.stream_id for stream in streams], [f.uid for f, _ in items])
     for stream in streams:
-        _merge(conn, stream, [(facts[uid], probabilities[uid]) for uid in probabilities if uid in facts])
+        _merge(conn, stream, items, existing.get(stream.stream_id, {}))
     return {stream.stream_id for stream in streams}
+
+
+def _existing(conn: Target, stream_ids: list[str], uids: list[str]) -> dict[str, dict[str, int]]:
+    """Per stream, the sequence id of each of these messages it has an entry for: one query per
+    chunk of messages for all the streams, rather than one per stream."""
+    entries = t.stream_entries
+    out: dict[str, dict[str, int]] = {}
+    for chunk in _chunks(uids):
+        query = sa.select(entries.c.stream_id, entries.c.uid, entries.c.seq).where(
+            entries.c.stream_id.in_(stream_ids), entries.c.uid.in_(chunk)
+        )
+        for stream_id, uid, seq in conn.execute(query):
+            out.setdefault(stream_id, {})[uid] = seq
+    return out
 
 
 def _message_deleted(conn: Target, stored: StoredEvent) -> set[str]:
@@ -246,25 +264,28 @@ def _rules(stream: Any) -> StreamRules:
 
 
 def evaluate(facts: MessageFacts, probabilities: dict[str, float], rules: StreamRules) -> dict[str, Any]:
-    """The columns of an entry that depend on the stream's rules."""
+    """The columns of an entry that depend on the stream's rules.
+
+    ``qualifies`` as ``domain.stream.qualifies`` decides it, from the filter and labels worked out
+    once here (this runs once per message per stream).
+    """
+    passes = passes_filter(facts.comment, facts.source_id, rules.comment_filter)
+    labels = labels_returned(probabilities, rules.thresholds)
     return {
-        "passes_filter": passes_filter(facts.comment, facts.source_id, rules.comment_filter),
+        "passes_filter": passes,
         "probabilities": probabilities,
-        "qualifies": qualifies(facts.comment, facts.source_id, probabilities, rules),
-        "labels": labels_returned(probabilities, rules.thresholds),
+        "qualifies": passes and (rules.deliver_all_filtered or bool(labels)),
+        "labels": labels,
     }
 
 
-def _merge(conn: Target, stream: Any, items: Sequence[tuple[MessageFacts, dict[str, float]]]) -> None:
-    """Refresh the undelivered entries of these messages; append those the stream has not seen."""
+def _merge(
+    conn: Target, stream: Any, items: Sequence[tuple[MessageFacts, dict[str, float]]], existing: dict[str, int]
+) -> None:
+    """Refresh the undelivered entries of these messages (``existing``: their sequence ids in this
+    stream); append those the stream has not seen."""
     entries = t.stream_entries
     rules = _rules(stream)
-    existing: dict[str, int] = {}
-    for chunk in _chunks([facts.uid for facts, _ in items]):
-        query = sa.select(entries.c.uid, entries.c.seq).where(
-            entries.c.stream_id == stream.stream_id, entries.c.uid.in_(chunk)
-        )
-        existing.update((row[0], row[1]) for row in conn.execute(query))
     fresh = []
     for facts, probabilities in items:
         seq = existing.get(facts.uid)
@@ -299,11 +320,28 @@ def _append(conn: Target, stream: Any, items: list[tuple[MessageFacts, dict[str,
                 **evaluate(facts, probabilities, rules),
             }
         )
-    for chunk in _chunks(rows):
-        conn.execute(t.stream_entries.insert(), chunk)
+    _insert_entries(conn.conn, rows)
     conn.execute(
         t.streams.update().where(t.streams.c.stream_id == stream.stream_id).values(last_seq=stream.last_seq + len(rows))
     )
+
+
+#: The columns of ``stream_entries`` in the order ``_insert_entries`` copies them.
+ENTRY_COLUMNS = [column.name for column in t.stream_entries.columns]
+JSON_COLUMNS = {"probabilities", "labels"}
+
+
+def _insert_entries(conn: Connection, rows: list[dict[str, Any]]) -> None:
+    """Insert entries: with COPY on PostgreSQL (a stream of a million messages gets a million
+    entries, several times faster than a batched INSERT), a batched INSERT on SQLite."""
+    if conn.dialect.name != "postgresql":
+        for chunk in _chunks(rows):
+            conn.execute(t.stream_entries.insert(), chunk)
+        return
+    cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+    with cursor.copy(f"COPY stream_entries ({', '.join(ENTRY_COLUMNS)}) FROM STDIN") as copy:
+        for row in rows:
+            copy.write_row([Jsonb(row[c], dumps=json_dumps) if c in JSON_COLUMNS else row[c] for c in ENTRY_COLUMNS])
 
 
 def _add_predicted(conn: Target, stream: Any, position: int) -> None:

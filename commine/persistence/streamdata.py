@@ -42,6 +42,19 @@ def entries_after(conn: Connection, stream_id: str, after: int, limit: int) -> l
     return list(conn.execute(query))
 
 
+def deliveries_after(conn: Connection, stream_id: str, after: int, limit: int) -> list[Any]:
+    """``entries_after`` without the columns only re-evaluation needs (probabilities, filter):
+    what the router and fetch read, which is most of what is read."""
+    e = t.stream_entries
+    query = (
+        sa.select(e.c.seq, e.c.uid, e.c.qualifies, e.c.labels)
+        .where(e.c.stream_id == stream_id, e.c.seq > after)
+        .order_by(e.c.seq)
+        .limit(limit)
+    )
+    return list(conn.execute(query))
+
+
 def has_entries_after(conn: Connection, stream_id: str, after: int) -> bool:
     e = t.stream_entries
     query = sa.select(e.c.seq).where(e.c.stream_id == stream_id, e.c.seq > after).limit(1)
