@@ -52,10 +52,10 @@ log = logging.getLogger(__name__)
 
 #: Bounds of ``fetch``'s ``size`` and ``max_filtered`` (the reference's swagger).
 MAX_FETCH = 1024
-#: Entries read per query while fetch scans past filtered ones.
-SCAN_PAGE = 1024
 #: Entries the router passes per transaction: one confirmed publish and one ``StreamAdvanced`` each.
 ROUTE_BATCH = 2000
+#: Entries read per query while the threshold preview walks the stream.
+SCAN_PAGE = 1024
 ROUTER_ACTOR = "commine-router"
 RECORDER_ACTOR = "commine-exception-recorder"
 
@@ -262,21 +262,23 @@ def _check_bound(name: str, value: Any) -> None:
 def _scan(
     conn: Connection, stream_id: str, after: int, size: int, max_filtered: int | None
 ) -> tuple[list[Any], int, int]:
-    chosen: list[Any] = []
-    filtered = 0
-    last = after
-    while True:
-        page = streamdata.deliveries_after(conn, stream_id, last, SCAN_PAGE)
-        for entry in page:
-            last = entry.seq
-            if entry.qualifies:
-                chosen.append(entry)
-            else:
-                filtered += 1
-            if len(chosen) >= size or (max_filtered is not None and filtered >= max_filtered):
-                return chosen, filtered, last
-        if len(page) < SCAN_PAGE:
-            return chosen, filtered, last
+    """The entries fetch returns, how many it passed as filtered, and the last sequence id scanned.
+
+    As if walking the entries past ``after`` in order and stopping at the first where ``size``
+    have qualified or ``max_filtered`` have not (or at the end), but by index: the qualifying
+    entries come from the partial index, and the others are only counted, so a stream where few
+    messages qualify costs no more to fetch from than one where most do.
+    """
+    chosen = streamdata.qualifying_after(conn, stream_id, after, size)
+    stop = chosen[-1].seq if len(chosen) >= size else None
+    if max_filtered is not None:
+        cut = streamdata.nth_filtered_after(conn, stream_id, after, max_filtered)
+        if cut is not None and (stop is None or cut < stop):
+            return [entry for entry in chosen if entry.seq < cut], max_filtered, cut
+    if stop is None:
+        last = streamdata.last_entry_seq(conn, stream_id)
+        stop = max(after, last or 0)
+    return chosen, streamdata.count_filtered(conn, stream_id, after, stop), stop
 
 
 def _results(conn: Connection, stream: Any, entries: Sequence[Any]) -> list[dict[str, Any]]:

@@ -49,6 +49,7 @@ from commine.events import (
     ThresholdChanged,
 )
 from commine.persistence import schema as t
+from commine.persistence import streamdata
 from commine.persistence.engine import json_dumps
 from commine.persistence.store import StoredEvent, as_utc
 
@@ -157,9 +158,14 @@ def _advanced(conn: Target, stored: StoredEvent) -> set[str]:
         return set()
     # Forward only, and never past the last id handed out (the service refuses that anyway).
     cursor = min(int(e.sequence_id), stream.last_seq)
-    if cursor > stream.cursor:
-        _update_stream(conn, e.stream_id, e.occurred_at, cursor=cursor)
-    return {e.stream_id}
+    if cursor <= stream.cursor:
+        return set()
+    # The backlog loses what the advance passed: counting those few beats recounting the whole
+    # rest of the stream on every advance of every robot. Should another event of this batch have
+    # touched the stream, its recount at the end of the batch overrides this, rightly.
+    passed = streamdata.count_qualifying(conn.conn, e.stream_id, stream.cursor, cursor)
+    _update_stream(conn, e.stream_id, e.occurred_at, cursor=cursor, backlog=max(0, stream.backlog - passed))
+    return set()
 
 
 def _reset(conn: Target, stored: StoredEvent) -> set[str]:
@@ -433,7 +439,7 @@ def _update_backlogs(conn: Connection, stream_ids: set[str]) -> None:
         count = (
             sa.select(sa.func.count())
             .select_from(entries)
-            .where(entries.c.stream_id == stream_id, entries.c.qualifies.is_(True), entries.c.seq > cursor)
+            .where(entries.c.stream_id == stream_id, entries.c.qualifies, entries.c.seq > cursor)
             .scalar_subquery()
         )
         conn.execute(s.update().where(s.c.stream_id == stream_id).values(backlog=count))
