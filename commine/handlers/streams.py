@@ -127,13 +127,24 @@ def pin_model(store: EventStore, dataset: str, name: str, version: int, *, actor
 
 
 def advance(store: EventStore, dataset: str, name: str, sequence_id: str, *, actor: str) -> None:
-    """Move the cursor past ``sequence_id`` (one that fetch returned); never backwards."""
+    """Move the cursor past ``sequence_id`` (one that fetch returned); never backwards.
+
+    Robots call this after every batch, so it reads the dataset and the stream once: an advance
+    the read model's cursor is already past records nothing (the aggregate's cursor is never
+    behind the read model's), and the aggregate refuses a deleted stream itself.
+    """
     number = parse_sequence_id(sequence_id)
+    dataset_id = get_dataset(store, dataset).dataset_id
     with store.engine.connect() as conn:
-        row = _row(conn, store, dataset, name)
+        row = streamdata.stream_row(conn, dataset_id, name)
+    if row is None:
+        raise NotFound(f"stream {name!r} does not exist in dataset {dataset}")
     if number > row.last_seq:
         raise DomainError(f"sequence_id {sequence_id} was never handed out by this stream")
-    _command(store, dataset, name, lambda s: s.advance(str(number), actor=actor))
+    if number <= row.cursor:
+        return
+    run(store, Stream, stream_aggregate_id(dataset_id, name), lambda s: s.advance(str(number), actor=actor))
+    projections.catch_up(store)
 
 
 def reset(store: EventStore, dataset: str, name: str, to_comment_created_at: str | datetime, *, actor: str) -> None:

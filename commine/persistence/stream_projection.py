@@ -344,8 +344,12 @@ def _insert_entries(conn: Connection, rows: list[dict[str, Any]]) -> None:
         for chunk in _chunks(rows):
             conn.execute(t.stream_entries.insert(), chunk)
         return
+    # A replay builds the read models in another schema through SQLAlchemy's schema translation,
+    # which a hand-written COPY must follow too.
+    schema = (conn.get_execution_options().get("schema_translate_map") or {}).get(None)
+    table = f'"{schema}".stream_entries' if schema else "stream_entries"
     cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
-    with cursor.copy(f"COPY stream_entries ({', '.join(ENTRY_COLUMNS)}) FROM STDIN") as copy:
+    with cursor.copy(f"COPY {table} ({', '.join(ENTRY_COLUMNS)}) FROM STDIN") as copy:
         for row in rows:
             copy.write_row([Jsonb(row[c], dumps=json_dumps) if c in JSON_COLUMNS else row[c] for c in ENTRY_COLUMNS])
 
