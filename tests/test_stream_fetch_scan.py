@@ -77,3 +77,22 @@ def test_the_backlog_after_advances_equals_a_recount(world: World) -> None:
                 )
             ).scalar()
         assert row["backlog"] == recount > 0
+
+
+def test_a_stream_created_in_chunks_keeps_ingestion_order(world: World, monkeypatch: pytest.MonkeyPatch) -> None:
+    from commine.persistence import replay, stream_projection
+
+    monkeypatch.setattr(stream_projection, "ADD_CHUNK", 2)
+    version = world.train()
+    order = ["m5", "m1", "m4", "m2", "m6", "m3", "m0"]
+    for comment_id in order:
+        world.ingest([comment_id])
+    # m5 again with new content: its place is still its first ingestion.
+    world.ingest(["m5"], properties={"m5": {"string:Tier": "gold"}})
+    world.predict(version, {cid: refund(0.9) for cid in sorted(order)})
+    streams.create_stream(world.store, DATASET, "refunds", label_thresholds=THRESHOLDS, actor="user:ann")
+
+    batch = streams.fetch(world.store, DATASET, "refunds", size=10)
+    assert [r["comment"]["id"] for r in batch["results"]] == order
+    live, rebuilt = replay.verify(world.store)
+    assert rebuilt == live

@@ -58,6 +58,8 @@ from commine.persistence.store import StoredEvent, as_utc
 REBASING = (StreamCreated, StreamModelChanged, StreamReset)
 #: Keys per ``IN (...)`` clause.
 CHUNK = 500
+#: Messages a stream's creation (or re-pin, or reset) evaluates and appends at a time.
+ADD_CHUNK = 5000
 
 
 @dataclass(frozen=True)
@@ -356,14 +358,20 @@ def _insert_entries(conn: Connection, rows: list[dict[str, Any]]) -> None:
 
 def _add_predicted(conn: Target, stream: Any, position: int) -> None:
     """Append every live message of the dataset predicted under the pinned version that the stream
-    has no entry for (and, after a reset, first ingested at or after the reset time)."""
+    has no entry for (and, after a reset, first ingested at or after the reset time).
+
+    A stream created over a large dataset meets a million predictions here, so they are taken in
+    two passes that never hold them all: first every such message's first ingestion (position
+    and time, no content) to put them in ingestion order, then ``ADD_CHUNK`` messages at a time
+    with their probabilities and content, appended in that order.
+    """
     if stream is None or stream.model_version is None:
         return
     p, m, entries = t.predictions, t.messages, t.stream_entries
     uid = m.c.source_id + sa.literal(".") + m.c.comment_id
     seen = sa.select(entries.c.uid).where(entries.c.stream_id == stream.stream_id)
     query = (
-        sa.select(p.c.uid, p.c.labels)
+        sa.select(p.c.uid)
         .join(m, uid == p.c.uid)
         .where(
             p.c.dataset_id == stream.dataset_id,
@@ -372,12 +380,26 @@ def _add_predicted(conn: Target, stream: Any, position: int) -> None:
             p.c.uid.not_in(seen),
         )
     )
-    predicted = {row[0]: row[1] for row in conn.execute(query)}
-    facts = message_facts(conn.log, list(predicted), before=position)
-    items = [(facts[u], predicted[u]) for u in predicted if u in facts]
+    first = first_ingestions(conn.log, list(conn.execute(query).scalars()), before=position)
     if stream.reset_from is not None:
-        items = [item for item in items if item[0].created_at >= as_utc(stream.reset_from)]
-    _append(conn, stream, items)
+        first = {u: f for u, f in first.items() if f[1] >= as_utc(stream.reset_from)}
+    ordered = sorted(first, key=lambda u: (first[u][0], u))
+    for chunk in _chunks(ordered, ADD_CHUNK):
+        predicted = _probabilities(conn, stream, chunk)
+        facts = message_facts(conn.log, chunk, before=position)
+        _append(conn, _stream(conn, stream.stream_id), [(facts[u], predicted[u]) for u in chunk if u in facts])
+
+
+def _probabilities(conn: Target, stream: Any, uids: list[str]) -> dict[str, dict[str, float]]:
+    """The pinned version's probabilities of these messages, from the predictions table."""
+    p = t.predictions
+    out: dict[str, dict[str, float]] = {}
+    for chunk in _chunks(uids):
+        query = sa.select(p.c.uid, p.c.labels).where(
+            p.c.dataset_id == stream.dataset_id, p.c.model_version == stream.model_version, p.c.uid.in_(chunk)
+        )
+        out.update((row[0], row[1]) for row in conn.execute(query))
+    return out
 
 
 def _reevaluate(conn: Target, stream: Any) -> None:
@@ -395,6 +417,31 @@ def _reevaluate(conn: Target, stream: Any) -> None:
             .where(entries.c.stream_id == stream.stream_id, entries.c.seq == seq)
             .values(qualifies=now, labels=labels)
         )
+
+
+def first_ingestions(conn: Connection, uids: Iterable[str], *, before: int) -> dict[str, tuple[int, datetime]]:
+    """Per uid: the position and time of its first ``MessageIngested`` before log position ``before``
+    (what ``message_facts`` gives as ``first_position`` and ``created_at``), without the content."""
+    e = t.events
+    by_aggregate = {}
+    for uid in uids:
+        source_id, _, comment_id = uid.partition(".")
+        by_aggregate[message_aggregate_id(source_id, comment_id)] = uid
+    out: dict[str, tuple[int, datetime]] = {}
+    for chunk in _chunks(list(by_aggregate)):
+        query = (
+            sa.select(e.c.aggregate_id, sa.func.min(e.c.position))
+            .where(e.c.aggregate_id.in_(chunk), e.c.type == MessageIngested.type_name(), e.c.position < before)
+            .group_by(e.c.aggregate_id)
+        )
+        firsts = {aggregate_id: position for aggregate_id, position in conn.execute(query)}
+        if not firsts:
+            continue
+        times = sa.select(e.c.position, e.c.occurred_at).where(e.c.position.in_(list(firsts.values())))
+        moments = {position: as_utc(occurred_at) for position, occurred_at in conn.execute(times)}
+        for aggregate_id, position in firsts.items():
+            out[by_aggregate[aggregate_id]] = (position, moments[position])
+    return out
 
 
 def message_facts(conn: Connection, uids: Iterable[str], *, before: int) -> dict[str, MessageFacts]:

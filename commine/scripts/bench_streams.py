@@ -420,7 +420,7 @@ def delete_training_keys(redis_url: str, prefix: str) -> None:
 
 @bench.command("streams")
 @click.option("--messages", default=1_000_000, show_default=True, help="Messages in the store.")
-@click.option("--route", default=200_000, show_default=True, help="Messages routed (timed) of those.")
+@click.option("--route", default=100_000, show_default=True, help="Messages routed (timed) of those.")
 @click.option("--streams", "stream_count", default=10, show_default=True, help="Queue streams routed to.")
 @click.option("--labels", default=20, show_default=True, help="Labels per stream.")
 @click.option("--robots", default=8, show_default=True, help="Concurrent HTTP robots, one fetch stream each.")
