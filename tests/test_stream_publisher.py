@@ -52,3 +52,6 @@ def test_a_nack_raises(connection: pika.BlockingConnection, queue_prefix: str) -
     publisher = ConfirmedPublisher(connection)
     with pytest.raises(PublishNotConfirmed, match="refused"):
         publisher.publish_all([(queue, b"x", PERSISTENT) for _ in range(5)])
+    # The failed batch is settled: the next one is judged on its own confirms.
+    connection.channel().queue_purge(queue)
+    publisher.publish_all([(queue, b"y", PERSISTENT)])

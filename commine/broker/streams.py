@@ -161,7 +161,9 @@ class ConfirmedPublisher:
             self._next_tag += 1
             self._pending.add(self._next_tag)
         deadline = time.monotonic() + self.TIMEOUT
-        while self._pending and not self._failed:
+        # Every message of the batch is settled (acked or nacked) before this returns or raises,
+        # so no late confirm of this batch is taken for one of the next.
+        while self._pending:
             if not self._channel.is_open:
                 raise PublishNotConfirmed("the channel closed before the broker confirmed the batch")
             if time.monotonic() > deadline:
