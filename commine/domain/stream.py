@@ -201,11 +201,15 @@ def labels_returned(probabilities: Mapping[str, float], thresholds: Mapping[str,
     ``[{"name": ["Billing", "Refund"], "probability": 0.93}]``, most probable first (ties by name),
     so two evaluations of the same prediction give the same list.
     """
+    # Walk the (sparse) probabilities rather than the thresholds: a prediction keeps a handful of
+    # labels, a stream has up to hundreds, and this runs once per message per stream. A label
+    # the prediction leaves out has probability 0, which meets only a threshold of 0.
     met = [
-        (name, float(probabilities.get(name, 0.0)))
-        for name, threshold in thresholds.items()
-        if float(probabilities.get(name, 0.0)) >= threshold
+        (name, float(probability))
+        for name, probability in probabilities.items()
+        if name in thresholds and float(probability) >= thresholds[name]
     ]
+    met += [(name, 0.0) for name, threshold in thresholds.items() if threshold <= 0 and name not in probabilities]
     met.sort(key=lambda item: (-item[1], item[0]))
     return [{"name": label_parts(name), "probability": probability} for name, probability in met]
 

@@ -52,7 +52,9 @@ log = logging.getLogger(__name__)
 
 #: Bounds of ``fetch``'s ``size`` and ``max_filtered`` (the reference's swagger).
 MAX_FETCH = 1024
-#: Entries read per query while fetch scans past filtered ones.
+#: Entries the router passes per transaction: one confirmed publish and one ``StreamAdvanced`` each.
+ROUTE_BATCH = 2000
+#: Entries read per query while the threshold preview walks the stream.
 SCAN_PAGE = 1024
 ROUTER_ACTOR = "commine-router"
 RECORDER_ACTOR = "commine-exception-recorder"
@@ -125,13 +127,24 @@ def pin_model(store: EventStore, dataset: str, name: str, version: int, *, actor
 
 
 def advance(store: EventStore, dataset: str, name: str, sequence_id: str, *, actor: str) -> None:
-    """Move the cursor past ``sequence_id`` (one that fetch returned); never backwards."""
+    """Move the cursor past ``sequence_id`` (one that fetch returned); never backwards.
+
+    Robots call this after every batch, so it reads the dataset and the stream once: an advance
+    the read model's cursor is already past records nothing (the aggregate's cursor is never
+    behind the read model's), and the aggregate refuses a deleted stream itself.
+    """
     number = parse_sequence_id(sequence_id)
+    dataset_id = get_dataset(store, dataset).dataset_id
     with store.engine.connect() as conn:
-        row = _row(conn, store, dataset, name)
+        row = streamdata.stream_row(conn, dataset_id, name)
+    if row is None:
+        raise NotFound(f"stream {name!r} does not exist in dataset {dataset}")
     if number > row.last_seq:
         raise DomainError(f"sequence_id {sequence_id} was never handed out by this stream")
-    _command(store, dataset, name, lambda s: s.advance(str(number), actor=actor))
+    if number <= row.cursor:
+        return
+    run(store, Stream, stream_aggregate_id(dataset_id, name), lambda s: s.advance(str(number), actor=actor))
+    projections.catch_up(store)
 
 
 def reset(store: EventStore, dataset: str, name: str, to_comment_created_at: str | datetime, *, actor: str) -> None:
@@ -260,21 +273,23 @@ def _check_bound(name: str, value: Any) -> None:
 def _scan(
     conn: Connection, stream_id: str, after: int, size: int, max_filtered: int | None
 ) -> tuple[list[Any], int, int]:
-    chosen: list[Any] = []
-    filtered = 0
-    last = after
-    while True:
-        page = streamdata.entries_after(conn, stream_id, last, SCAN_PAGE)
-        for entry in page:
-            last = entry.seq
-            if entry.qualifies:
-                chosen.append(entry)
-            else:
-                filtered += 1
-            if len(chosen) >= size or (max_filtered is not None and filtered >= max_filtered):
-                return chosen, filtered, last
-        if len(page) < SCAN_PAGE:
-            return chosen, filtered, last
+    """The entries fetch returns, how many it passed as filtered, and the last sequence id scanned.
+
+    As if walking the entries past ``after`` in order and stopping at the first where ``size``
+    have qualified or ``max_filtered`` have not (or at the end), but by index: the qualifying
+    entries come from the partial index, and the others are only counted, so a stream where few
+    messages qualify costs no more to fetch from than one where most do.
+    """
+    chosen = streamdata.qualifying_after(conn, stream_id, after, size)
+    stop = chosen[-1].seq if len(chosen) >= size else None
+    if max_filtered is not None:
+        cut = streamdata.nth_filtered_after(conn, stream_id, after, max_filtered)
+        if cut is not None and (stop is None or cut < stop):
+            return [entry for entry in chosen if entry.seq < cut], max_filtered, cut
+    if stop is None:
+        last = streamdata.last_entry_seq(conn, stream_id)
+        stop = max(after, last or 0)
+    return chosen, streamdata.count_filtered(conn, stream_id, after, stop), stop
 
 
 def _results(conn: Connection, stream: Any, entries: Sequence[Any]) -> list[dict[str, Any]]:
@@ -343,7 +358,7 @@ def suggested_thresholds(store: EventStore, dataset: str, name: str) -> dict[str
 # --- RabbitMQ: the router and the exception recorder ---------------------------------------------------------------
 
 
-def route_streams(store: EventStore, publisher: StreamPublisher, *, batch_size: int = 500) -> int:
+def route_streams(store: EventStore, publisher: StreamPublisher, *, batch_size: int = ROUTE_BATCH) -> int:
     """Push every queue-delivered stream's new qualifying messages onto its queue; how many were pushed."""
     with store.engine.connect() as conn:
         streams = [row.stream_id for row in streamdata.stream_rows(conn, delivery="queue")]
@@ -361,7 +376,7 @@ def route_streams(store: EventStore, publisher: StreamPublisher, *, batch_size: 
 
 
 def route_stream(
-    store: EventStore, publisher: StreamPublisher, stream_id: str, *, batch_size: int = 500
+    store: EventStore, publisher: StreamPublisher, stream_id: str, *, batch_size: int = ROUTE_BATCH
 ) -> tuple[int, int]:
     """One batch of one stream: publish (confirmed), then record ``StreamAdvanced`` and the routing
     position in one transaction. Returns how many entries were passed and how many published
@@ -376,7 +391,7 @@ def route_stream(
         if stream is None or pushed_seq is None:
             return 0, 0
         start = max(pushed_seq, stream.cursor)
-        entries = streamdata.entries_after(conn, stream_id, start, batch_size)
+        entries = streamdata.deliveries_after(conn, stream_id, start, batch_size)
         if not entries:
             return 0, 0
         chosen = [entry for entry in entries if entry.qualifies]

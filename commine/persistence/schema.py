@@ -280,6 +280,14 @@ stream_entries = sa.Table(
     #: The labels a robot gets: those meeting their thresholds, with probabilities.
     sa.Column("labels", JsonType, nullable=False),
     sa.UniqueConstraint("stream_id", "uid", name="uq_stream_entries_uid"),
+    #: The qualifying entries only: fetch finds the next ones, and the backlog counts them, by it.
+    sa.Index(
+        "ix_stream_entries_qualifying",
+        "stream_id",
+        "seq",
+        postgresql_where=sa.text("qualifies"),
+        sqlite_where=sa.text("qualifies"),
+    ),
 )
 
 #: Comments tagged as exceptions of a stream (``PUT .../exceptions``, or a robot's reject).

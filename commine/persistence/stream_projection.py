@@ -27,12 +27,13 @@ from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
+from psycopg.types.json import Jsonb
 from sqlalchemy.engine import Connection
 
 from commine.domain.comment import parse_timestamp
 from commine.domain.message import message_aggregate_id
 from commine.domain.names import label_name
-from commine.domain.stream import StreamRules, labels_returned, passes_filter, qualifies
+from commine.domain.stream import StreamRules, labels_returned, passes_filter
 from commine.events import (
     DatasetDeleted,
     ExceptionCleared,
@@ -49,6 +50,8 @@ from commine.events import (
     ThresholdChanged,
 )
 from commine.persistence import schema as t
+from commine.persistence import streamdata
+from commine.persistence.engine import json_dumps
 from commine.persistence.store import StoredEvent, as_utc
 
 #: Stream events after which the projection reads the predictions table: a batch of the log is
@@ -56,6 +59,8 @@ from commine.persistence.store import StoredEvent, as_utc
 REBASING = (StreamCreated, StreamModelChanged, StreamReset)
 #: Keys per ``IN (...)`` clause.
 CHUNK = 500
+#: Messages a stream's creation (or re-pin, or reset) evaluates and appends at a time.
+ADD_CHUNK = 5000
 
 
 @dataclass(frozen=True)
@@ -156,9 +161,14 @@ def _advanced(conn: Target, stored: StoredEvent) -> set[str]:
         return set()
     # Forward only, and never past the last id handed out (the service refuses that anyway).
     cursor = min(int(e.sequence_id), stream.last_seq)
-    if cursor > stream.cursor:
-        _update_stream(conn, e.stream_id, e.occurred_at, cursor=cursor)
-    return {e.stream_id}
+    if cursor <= stream.cursor:
+        return set()
+    # The backlog loses what the advance passed: counting those few beats recounting the whole
+    # rest of the stream on every advance of every robot. Should another event of this batch have
+    # touched the stream, its recount at the end of the batch overrides this, rightly.
+    passed = streamdata.count_qualifying(conn.conn, e.stream_id, stream.cursor, cursor)
+    _update_stream(conn, e.stream_id, e.occurred_at, cursor=cursor, backlog=max(0, stream.backlog - passed))
+    return set()
 
 
 def _reset(conn: Target, stored: StoredEvent) -> set[str]:
@@ -224,9 +234,25 @@ def _predictions_recorded(conn: Target, stored: StoredEvent) -> set[str]:
         return set()
     probabilities = {item["uid"]: item["labels"] for item in e.predictions}
     facts = message_facts(conn.log, list(probabilities), before=stored.position)
+    items = [(facts[uid], probabilities[uid]) for uid in probabilities if uid in facts]
+    existing = _existing(conn, [stream.stream_id for stream in streams], [f.uid for f, _ in items])
     for stream in streams:
-        _merge(conn, stream, [(facts[uid], probabilities[uid]) for uid in probabilities if uid in facts])
+        _merge(conn, stream, items, existing.get(stream.stream_id, {}))
     return {stream.stream_id for stream in streams}
+
+
+def _existing(conn: Target, stream_ids: list[str], uids: list[str]) -> dict[str, dict[str, int]]:
+    """Per stream, the sequence id of each of these messages it has an entry for: one query per
+    chunk of messages for all the streams, rather than one per stream."""
+    entries = t.stream_entries
+    out: dict[str, dict[str, int]] = {}
+    for chunk in _chunks(uids):
+        query = sa.select(entries.c.stream_id, entries.c.uid, entries.c.seq).where(
+            entries.c.stream_id.in_(stream_ids), entries.c.uid.in_(chunk)
+        )
+        for stream_id, uid, seq in conn.execute(query):
+            out.setdefault(stream_id, {})[uid] = seq
+    return out
 
 
 def _message_deleted(conn: Target, stored: StoredEvent) -> set[str]:
@@ -257,25 +283,28 @@ def _rules(stream: Any) -> StreamRules:
 
 
 def evaluate(facts: MessageFacts, probabilities: dict[str, float], rules: StreamRules) -> dict[str, Any]:
-    """The columns of an entry that depend on the stream's rules."""
+    """The columns of an entry that depend on the stream's rules.
+
+    ``qualifies`` as ``domain.stream.qualifies`` decides it, from the filter and labels worked out
+    once here (this runs once per message per stream).
+    """
+    passes = passes_filter(facts.comment, facts.source_id, rules.comment_filter)
+    labels = labels_returned(probabilities, rules.thresholds)
     return {
-        "passes_filter": passes_filter(facts.comment, facts.source_id, rules.comment_filter),
+        "passes_filter": passes,
         "probabilities": probabilities,
-        "qualifies": qualifies(facts.comment, facts.source_id, probabilities, rules),
-        "labels": labels_returned(probabilities, rules.thresholds),
+        "qualifies": passes and (rules.deliver_all_filtered or bool(labels)),
+        "labels": labels,
     }
 
 
-def _merge(conn: Target, stream: Any, items: Sequence[tuple[MessageFacts, dict[str, float]]]) -> None:
-    """Refresh the undelivered entries of these messages; append those the stream has not seen."""
+def _merge(
+    conn: Target, stream: Any, items: Sequence[tuple[MessageFacts, dict[str, float]]], existing: dict[str, int]
+) -> None:
+    """Refresh the undelivered entries of these messages (``existing``: their sequence ids in this
+    stream); append those the stream has not seen."""
     entries = t.stream_entries
     rules = _rules(stream)
-    existing: dict[str, int] = {}
-    for chunk in _chunks([facts.uid for facts, _ in items]):
-        query = sa.select(entries.c.uid, entries.c.seq).where(
-            entries.c.stream_id == stream.stream_id, entries.c.uid.in_(chunk)
-        )
-        existing.update((row[0], row[1]) for row in conn.execute(query))
     fresh = []
     for facts, probabilities in items:
         seq = existing.get(facts.uid)
@@ -310,23 +339,50 @@ def _append(conn: Target, stream: Any, items: list[tuple[MessageFacts, dict[str,
                 **evaluate(facts, probabilities, rules),
             }
         )
-    for chunk in _chunks(rows):
-        conn.execute(t.stream_entries.insert(), chunk)
+    _insert_entries(conn.conn, rows)
     conn.execute(
         t.streams.update().where(t.streams.c.stream_id == stream.stream_id).values(last_seq=stream.last_seq + len(rows))
     )
 
 
+#: The columns of ``stream_entries`` in the order ``_insert_entries`` copies them.
+ENTRY_COLUMNS = [column.name for column in t.stream_entries.columns]
+JSON_COLUMNS = {"probabilities", "labels"}
+
+
+def _insert_entries(conn: Connection, rows: list[dict[str, Any]]) -> None:
+    """Insert entries: with COPY on PostgreSQL (a stream of a million messages gets a million
+    entries, several times faster than a batched INSERT), a batched INSERT on SQLite."""
+    if conn.dialect.name != "postgresql":
+        for chunk in _chunks(rows):
+            conn.execute(t.stream_entries.insert(), chunk)
+        return
+    # A replay builds the read models in another schema through SQLAlchemy's schema translation,
+    # which a hand-written COPY must follow too.
+    schema = (conn.get_execution_options().get("schema_translate_map") or {}).get(None)
+    table = f'"{schema}".stream_entries' if schema else "stream_entries"
+    cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+    with cursor.copy(f"COPY {table} ({', '.join(ENTRY_COLUMNS)}) FROM STDIN") as copy:
+        for row in rows:
+            copy.write_row([Jsonb(row[c], dumps=json_dumps) if c in JSON_COLUMNS else row[c] for c in ENTRY_COLUMNS])
+
+
 def _add_predicted(conn: Target, stream: Any, position: int) -> None:
     """Append every live message of the dataset predicted under the pinned version that the stream
-    has no entry for (and, after a reset, first ingested at or after the reset time)."""
+    has no entry for (and, after a reset, first ingested at or after the reset time).
+
+    A stream created over a large dataset meets a million predictions here, so they are taken in
+    two passes that never hold them all: first every such message's first ingestion (position
+    and time, no content) to put them in ingestion order, then ``ADD_CHUNK`` messages at a time
+    with their probabilities and content, appended in that order.
+    """
     if stream is None or stream.model_version is None:
         return
     p, m, entries = t.predictions, t.messages, t.stream_entries
     uid = m.c.source_id + sa.literal(".") + m.c.comment_id
     seen = sa.select(entries.c.uid).where(entries.c.stream_id == stream.stream_id)
     query = (
-        sa.select(p.c.uid, p.c.labels)
+        sa.select(p.c.uid)
         .join(m, uid == p.c.uid)
         .where(
             p.c.dataset_id == stream.dataset_id,
@@ -335,12 +391,26 @@ def _add_predicted(conn: Target, stream: Any, position: int) -> None:
             p.c.uid.not_in(seen),
         )
     )
-    predicted = {row[0]: row[1] for row in conn.execute(query)}
-    facts = message_facts(conn.log, list(predicted), before=position)
-    items = [(facts[u], predicted[u]) for u in predicted if u in facts]
+    first = first_ingestions(conn.log, list(conn.execute(query).scalars()), before=position)
     if stream.reset_from is not None:
-        items = [item for item in items if item[0].created_at >= as_utc(stream.reset_from)]
-    _append(conn, stream, items)
+        first = {u: f for u, f in first.items() if f[1] >= as_utc(stream.reset_from)}
+    ordered = sorted(first, key=lambda u: (first[u][0], u))
+    for chunk in _chunks(ordered, ADD_CHUNK):
+        predicted = _probabilities(conn, stream, chunk)
+        facts = message_facts(conn.log, chunk, before=position)
+        _append(conn, _stream(conn, stream.stream_id), [(facts[u], predicted[u]) for u in chunk if u in facts])
+
+
+def _probabilities(conn: Target, stream: Any, uids: list[str]) -> dict[str, dict[str, float]]:
+    """The pinned version's probabilities of these messages, from the predictions table."""
+    p = t.predictions
+    out: dict[str, dict[str, float]] = {}
+    for chunk in _chunks(uids):
+        query = sa.select(p.c.uid, p.c.labels).where(
+            p.c.dataset_id == stream.dataset_id, p.c.model_version == stream.model_version, p.c.uid.in_(chunk)
+        )
+        out.update((row[0], row[1]) for row in conn.execute(query))
+    return out
 
 
 def _reevaluate(conn: Target, stream: Any) -> None:
@@ -358,6 +428,31 @@ def _reevaluate(conn: Target, stream: Any) -> None:
             .where(entries.c.stream_id == stream.stream_id, entries.c.seq == seq)
             .values(qualifies=now, labels=labels)
         )
+
+
+def first_ingestions(conn: Connection, uids: Iterable[str], *, before: int) -> dict[str, tuple[int, datetime]]:
+    """Per uid: the position and time of its first ``MessageIngested`` before log position ``before``
+    (what ``message_facts`` gives as ``first_position`` and ``created_at``), without the content."""
+    e = t.events
+    by_aggregate = {}
+    for uid in uids:
+        source_id, _, comment_id = uid.partition(".")
+        by_aggregate[message_aggregate_id(source_id, comment_id)] = uid
+    out: dict[str, tuple[int, datetime]] = {}
+    for chunk in _chunks(list(by_aggregate)):
+        query = (
+            sa.select(e.c.aggregate_id, sa.func.min(e.c.position))
+            .where(e.c.aggregate_id.in_(chunk), e.c.type == MessageIngested.type_name(), e.c.position < before)
+            .group_by(e.c.aggregate_id)
+        )
+        firsts = {aggregate_id: position for aggregate_id, position in conn.execute(query)}
+        if not firsts:
+            continue
+        times = sa.select(e.c.position, e.c.occurred_at).where(e.c.position.in_(list(firsts.values())))
+        moments = {position: as_utc(occurred_at) for position, occurred_at in conn.execute(times)}
+        for aggregate_id, position in firsts.items():
+            out[by_aggregate[aggregate_id]] = (position, moments[position])
+    return out
 
 
 def message_facts(conn: Connection, uids: Iterable[str], *, before: int) -> dict[str, MessageFacts]:
@@ -406,7 +501,7 @@ def _update_backlogs(conn: Connection, stream_ids: set[str]) -> None:
         count = (
             sa.select(sa.func.count())
             .select_from(entries)
-            .where(entries.c.stream_id == stream_id, entries.c.qualifies.is_(True), entries.c.seq > cursor)
+            .where(entries.c.stream_id == stream_id, entries.c.qualifies, entries.c.seq > cursor)
             .scalar_subquery()
         )
         conn.execute(s.update().where(s.c.stream_id == stream_id).values(backlog=count))

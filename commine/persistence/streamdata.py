@@ -42,6 +42,70 @@ def entries_after(conn: Connection, stream_id: str, after: int, limit: int) -> l
     return list(conn.execute(query))
 
 
+def deliveries_after(conn: Connection, stream_id: str, after: int, limit: int) -> list[Any]:
+    """``entries_after`` without the columns only re-evaluation needs (probabilities, filter):
+    what the router and fetch read, which is most of what is read."""
+    e = t.stream_entries
+    query = (
+        sa.select(e.c.seq, e.c.uid, e.c.qualifies, e.c.labels)
+        .where(e.c.stream_id == stream_id, e.c.seq > after)
+        .order_by(e.c.seq)
+        .limit(limit)
+    )
+    return list(conn.execute(query))
+
+
+def qualifying_after(conn: Connection, stream_id: str, after: int, limit: int) -> list[Any]:
+    """The next ``limit`` qualifying entries past ``after``, in order: a range of the partial index
+    ``ix_stream_entries_qualifying``, however many entries that do not qualify lie between."""
+    e = t.stream_entries
+    query = (
+        sa.select(e.c.seq, e.c.uid, e.c.labels)
+        .where(e.c.stream_id == stream_id, e.c.seq > after, e.c.qualifies)
+        .order_by(e.c.seq)
+        .limit(limit)
+    )
+    return list(conn.execute(query))
+
+
+def nth_filtered_after(conn: Connection, stream_id: str, after: int, n: int) -> int | None:
+    """The sequence id of the ``n``-th entry past ``after`` that does not qualify, or None."""
+    e = t.stream_entries
+    query = (
+        sa.select(e.c.seq)
+        .where(e.c.stream_id == stream_id, e.c.seq > after, sa.not_(e.c.qualifies))
+        .order_by(e.c.seq)
+        .offset(n - 1)
+        .limit(1)
+    )
+    return conn.execute(query).scalar()
+
+
+def count_filtered(conn: Connection, stream_id: str, after: int, upto: int) -> int:
+    """How many entries in ``(after, upto]`` do not qualify."""
+    e = t.stream_entries
+    query = (
+        sa.select(sa.func.count())
+        .select_from(e)
+        .where(e.c.stream_id == stream_id, e.c.seq > after, e.c.seq <= upto, sa.not_(e.c.qualifies))
+    )
+    return int(conn.execute(query).scalar() or 0)
+
+
+def count_qualifying(conn: Connection, stream_id: str, after: int, upto: int | None = None) -> int:
+    """How many entries past ``after`` (up to ``upto``) qualify: an index-only count, mostly."""
+    e = t.stream_entries
+    query = sa.select(sa.func.count()).select_from(e).where(e.c.stream_id == stream_id, e.c.seq > after, e.c.qualifies)
+    if upto is not None:
+        query = query.where(e.c.seq <= upto)
+    return int(conn.execute(query).scalar() or 0)
+
+
+def last_entry_seq(conn: Connection, stream_id: str) -> int | None:
+    e = t.stream_entries
+    return conn.execute(sa.select(sa.func.max(e.c.seq)).where(e.c.stream_id == stream_id)).scalar()
+
+
 def has_entries_after(conn: Connection, stream_id: str, after: int) -> bool:
     e = t.stream_entries
     query = sa.select(e.c.seq).where(e.c.stream_id == stream_id, e.c.seq > after).limit(1)

@@ -249,11 +249,12 @@ def migrate(ctx: Context) -> None:
 
 
 def _register_subcommands() -> None:
-    from commine.scripts import (  # noqa: F401 (bench_ml adds to bench)
+    from commine.scripts import (  # noqa: F401 (bench_ml and bench_streams add to bench)
         admin,
         annotate,
         bench,
         bench_ml,
+        bench_streams,
         demo,
         governance,
         models,

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
+import orjson
 import sqlalchemy as sa
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Query, Response
 from pydantic import BaseModel, Field
 
 from commine.api.deps import Caller, Store, actor, require
@@ -205,11 +206,14 @@ def _hide_sensitive(store: Store, user: Principal, project: str, results: list[d
 
 
 @router.post(STREAM + "/fetch", summary="The next results past the cursor (the cursor does not move)")
-def fetch(project: str, name: str, stream: str, body: FetchRequest, store: Store, user: Caller) -> dict[str, Any]:
+def fetch(project: str, name: str, stream: str, body: FetchRequest, store: Store, user: Caller) -> Response:
+    """Encoded with orjson straight away: the batch is plain JSON already (it came out of JSON
+    columns), and FastAPI's generic encoder walks every value of up to 1,024 comments in Python,
+    several milliseconds a batch on the robots' hottest call."""
     dataset = _open(user, project, name, stream, STREAMS_CONSUME)
     batch = streams.fetch(store.store, dataset, stream, size=body.size, max_filtered=body.max_filtered)
     _hide_sensitive(store, user, project, batch["results"])
-    return {"status": "ok", **batch}
+    return Response(orjson.dumps({"status": "ok", **batch}), media_type="application/json")
 
 
 @router.post(STREAM + "/advance", summary="Move the cursor past a sequence_id that fetch returned")
