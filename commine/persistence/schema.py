@@ -327,3 +327,34 @@ access_log = sa.Table(
     sa.Column("detail", JsonType, nullable=False),
     sa.Index("ix_access_log_at", "at"),
 )
+
+
+# --- encryption at rest (migration 0007_encryption) ----------------------------------------------------------------
+
+#: Data keys of sources (``source:<id>``) and datasets (``dataset:<id>``, for model artifacts), each
+#: version wrapped by the master key ``master_key_id`` names. Log metadata, not a read model: replay
+#: must never recreate a destroyed key. A destroyed key keeps its row with the key material erased
+#: (``wrapped_key`` NULL), a tombstone that stops a new key being made for a purged source.
+data_keys = sa.Table(
+    "data_keys",
+    log_metadata,
+    sa.Column("owner", sa.String(64), primary_key=True),
+    sa.Column("version", sa.Integer, primary_key=True, autoincrement=False),
+    sa.Column("master_key_id", sa.String(32), nullable=True),
+    sa.Column("wrapped_key", sa.LargeBinary, nullable=True),
+    sa.Column("created_at", Timestamp, nullable=False),
+    sa.Column("destroyed_at", Timestamp, nullable=True),
+)
+
+#: Progress of re-encrypting an owner's records under its key ``version``: the log position done up
+#: to, committed with each batch, so a rotation killed midway resumes where it stopped.
+key_rotations = sa.Table(
+    "key_rotations",
+    log_metadata,
+    sa.Column("owner", sa.String(64), primary_key=True),
+    sa.Column("version", sa.Integer, primary_key=True, autoincrement=False),
+    sa.Column("position", sa.BigInteger, nullable=False),
+    sa.Column("records", sa.BigInteger, nullable=False),
+    sa.Column("started_at", Timestamp, nullable=False),
+    sa.Column("finished_at", Timestamp, nullable=True),
+)
