@@ -233,7 +233,12 @@ def run_end_to_end(settings: Any, comments: list[dict[str, Any]], workers: int, 
     app = bootstrap(settings)
     create_project(app.store, "bench", actor="bench")
     create_source(app.store, "bench/inbox", actor="bench")
-    env = {**os.environ, "COMMINE_DATABASE_URL": url, "COMMINE_QUEUE_PREFIX": prefix}
+    env = {
+        **os.environ,
+        "COMMINE_DATABASE_URL": url,
+        "COMMINE_QUEUE_PREFIX": prefix,
+        "COMMINE_ENCRYPTION": "on" if settings.encryption else "off",
+    }
     env.pop("COMMINE_EMBEDDED", None)
     procs = [
         subprocess.Popen([sys.executable, "-m", "commine", "worker"], env=env, stdout=subprocess.DEVNULL)
@@ -295,8 +300,14 @@ def bench() -> None:
 @click.option("--messages", default=100_000, show_default=True, help="Comments of about 1 KB to ingest.")
 @click.option("--workers", default=2, show_default=True, help="Worker processes (and ceiling consumers).")
 @click.option("--batch-size", default=None, type=int, help="Comments per broker message [COMMINE_INGEST_BATCH_SIZE].")
+@click.option(
+    "--encryption",
+    type=click.Choice(["on", "off", "both"]),
+    default=None,
+    help="Encrypt message text at rest; 'both' measures off then on in the same run [COMMINE_ENCRYPTION].",
+)
 @pass_context
-def bench_ingest(ctx: Context, messages: int, workers: int, batch_size: int | None) -> None:
+def bench_ingest(ctx: Context, messages: int, workers: int, batch_size: int | None, encryption: str | None) -> None:
     """End-to-end ingestion (RabbitMQ -> workers -> PostgreSQL) against a bare pika + INSERT ceiling."""
     settings = ctx.settings
     if settings.embedded:
@@ -307,8 +318,18 @@ def bench_ingest(ctx: Context, messages: int, workers: int, batch_size: int | No
     click.echo(f"{messages} comments of {average:.0f} bytes, batches of {size}, {workers} worker process(es)")
     ceiling = run_ceiling(settings, comments, workers, size)
     click.echo(f"ceiling (bare pika publisher with confirms + batched INSERT consumers): {ceiling:,.0f} msg/s")
-    stored, projected, published = run_end_to_end(settings, comments, workers, size)
-    click.echo(f"end to end, stored as events: {stored:,.0f} msg/s; read model caught up: {projected:,.0f} msg/s")
+    modes = {"on": [True], "off": [False], "both": [False, True]}[
+        encryption or ("on" if settings.encryption else "off")
+    ]
+    runs = {}
+    for encrypted in modes:
+        stored, projected, published = run_end_to_end(replace(settings, encryption=encrypted), comments, workers, size)
+        runs[encrypted] = (stored, projected, published)
+        click.echo(
+            f"end to end, encryption {'on' if encrypted else 'off'}, stored as events: {stored:,.0f} msg/s; "
+            f"read model caught up: {projected:,.0f} msg/s"
+        )
+    stored, projected, published = runs[modes[-1]]
     summary = {
         "benchmark": "ingest",
         "messages": messages,
@@ -322,4 +343,8 @@ def bench_ingest(ctx: Context, messages: int, workers: int, batch_size: int | No
         "ratio": round(stored / ceiling, 3),
         "machine": machine(),
     }
+    summary["encryption"] = "on" if modes[-1] else "off"
+    if len(modes) == 2:
+        summary["end_to_end_off_per_s"] = round(runs[False][0])
+        summary["encryption_cost"] = round(1 - runs[True][0] / runs[False][0], 3)
     click.echo(json.dumps(summary))

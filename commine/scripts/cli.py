@@ -256,6 +256,7 @@ def _register_subcommands() -> None:
         bench_ml,
         demo,
         governance,
+        keys,
         models,
         streams,
         upload,
@@ -267,6 +268,7 @@ def _register_subcommands() -> None:
     cli.add_command(demo.demo)
     cli.add_command(bench.bench)
     cli.add_command(streams.streams)
+    cli.add_command(keys.keys)
     for command in [*models.COMMANDS, *admin.COMMANDS, *governance.COMMANDS]:
         cli.add_command(command)
 
