@@ -372,11 +372,15 @@ def test_a_purge_shreds_the_source_every_read_says_so_and_replay_still_runs(stor
     create_dataset(store, "p/ds", sources=["p/s", "p/kept"], actor=ACTOR)
     request_retraining(store, lambda _dataset: None)  # the follower is past the dataset's creation
     positions = [row.position for row in ingested_rows(store, source_id)]
+    with store.engine.begin() as conn:  # an embedding, computed from the text, as training stores them
+        vector = {"source_id": source_id, "comment_id": "c1", "encoder": "w", "content_hash": "h", "vector": b"1234"}
+        conn.execute(t.embeddings.insert().values(vector))
     delete_source(store, "p/s", reason="customer asked", actor=ACTOR)
     catch_up(store)
     # The key material is gone; the rows stay as tombstones.
     with store.engine.connect() as conn:
         keys = conn.execute(sa.select(t.data_keys).where(t.data_keys.c.owner == f"source:{source_id}")).all()
+        assert conn.execute(sa.select(t.embeddings).where(t.embeddings.c.source_id == source_id)).first() is None
     assert keys and all(row.wrapped_key is None and row.destroyed_at is not None for row in keys)
     # Every read path: the log, the read model, the training reads, the raw reader in strict mode.
     events = store.read_aggregate(f"message:{source_id}/c1")

@@ -337,6 +337,13 @@ class Keyring:
         return len(rows)
 
 
+def shred_source(conn: Connection, keyring: Keyring, source_id: str) -> None:
+    """Crypto-shred a source: destroy its data keys, and delete what was computed from its text and is
+    kept outside the read models (its embeddings), which no key protects."""
+    keyring.destroy(conn, source_owner(source_id))
+    conn.execute(t.embeddings.delete().where(t.embeddings.c.source_id == source_id))
+
+
 # --- sealing --------------------------------------------------------------------------------------------------------
 
 
@@ -404,7 +411,7 @@ class Cipher:
         """
         for row in rows:
             if row["type"] == "SourcePurged":
-                self.keyring.destroy(conn, source_owner(row["payload"]["source_id"]))
+                shred_source(conn, self.keyring, row["payload"]["source_id"])
             elif row["type"] == "SourceCreated" and self.enabled:
                 self.keyring.current(conn, source_owner(row["payload"]["source_id"]))
         if not self.enabled:

@@ -222,8 +222,8 @@ def ingested_between(
         row = MessageRow(payload["source_id"], payload["comment_id"], position, payload["content_hash"])
         latest[(row.source_id, row.comment_id)] = (row, i)
         records.append((event_id, payload))
-    # Only the newest content of each message is opened.
-    newest = sorted(latest.values(), key=lambda item: item[1])
+    # Only the newest content of each message is opened (in the order messages first appeared, as before).
+    newest = list(latest.values())
     opened = open_comments(conn, [records[i] for _, i in newest])
     return [(row, comment) for (row, _), comment in zip(newest, opened, strict=True)]
 
