@@ -16,6 +16,8 @@ Re-encrypting event rows is a storage-level operation on an append-only log. Onl
 of a ``MessageIngested`` comment changes (new nonce, new key version, same plaintext); the event id,
 position, type, versions, times and every clear field stay exactly as they were, so positions,
 checkpoints, projections and the relayed history are unaffected and replay gives the same state.
+On PostgreSQL each batch's UPDATE holds a row lock mode that the appenders' ``LOCK TABLE events IN
+EXCLUSIVE MODE`` waits for, so appends pause for at most one batch (about 500 records) at a time.
 """
 
 from __future__ import annotations
