@@ -256,6 +256,7 @@ def _register_subcommands() -> None:
         bench_ml,
         demo,
         governance,
+        integrations,
         keys,
         models,
         streams,
@@ -269,6 +270,7 @@ def _register_subcommands() -> None:
     cli.add_command(bench.bench)
     cli.add_command(streams.streams)
     cli.add_command(keys.keys)
+    cli.add_command(integrations.integrations)
     for command in [*models.COMMANDS, *admin.COMMANDS, *governance.COMMANDS]:
         cli.add_command(command)
 
