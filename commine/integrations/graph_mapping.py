@@ -88,6 +88,8 @@ class _Splitter(HTMLParser):
             self._skip += 1
         if tag in _BLOCK:
             self.parts[self._part()].append("\n")
+        elif tag in ("td", "th"):
+            self.parts[self._part()].append(" ")
         if tag == "pre":
             self._pre += 1
         if tag == "img":
