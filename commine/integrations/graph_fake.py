@@ -104,6 +104,8 @@ class FakeGraph:
         self.page_delay = 0.0
         self.requests: list[dict[str, Any]] = []
         self.tokens: set[str] = set()
+        #: The PEM certificate whose key may sign client assertions (certificate credentials).
+        self.certificate: bytes | None = None
         self.base_url = ""
 
     # --- shaping the mailboxes ----------------------------------------------------------------------------------
@@ -183,7 +185,11 @@ class FakeGraph:
 
     def token(self, form: dict[str, str]) -> tuple[int, dict[str, Any]]:
         client_ok = form.get("client_id") == self.client_id
-        secret_ok = form.get("client_secret") == self.secret or bool(form.get("client_assertion"))
+        assertion = form.get("client_assertion")
+        if assertion:
+            secret_ok = self.certificate is not None and verify_assertion(assertion, self.certificate, self.client_id)
+        else:
+            secret_ok = form.get("client_secret") == self.secret
         if form.get("grant_type") != "client_credentials" or not client_ok or not secret_ok:
             return 401, {"error": "invalid_client", "error_description": "AADSTS7000215: Invalid client secret."}
         token = f"tok-{uuid.uuid4().hex}"
@@ -347,6 +353,32 @@ def _page_size(prefer: list[str]) -> int:
             if name == "odata.maxpagesize" and value.isdigit():
                 return max(1, int(value))
     return 10
+
+
+def verify_assertion(assertion: str, certificate: bytes, client_id: str) -> bool:
+    """Whether a client-assertion JWT is signed by the certificate's key and issued by the client."""
+    import base64
+
+    from cryptography import x509
+    from cryptography.exceptions import InvalidSignature
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import padding
+
+    def decode(part: str) -> bytes:
+        return base64.urlsafe_b64decode(part + "=" * (-len(part) % 4))
+
+    try:
+        head, body, signature = assertion.split(".")
+        header, claims = json.loads(decode(head)), json.loads(decode(body))
+        key: Any = x509.load_pem_x509_certificate(certificate).public_key()
+        scheme: Any = {
+            "RS256": padding.PKCS1v15(),
+            "PS256": padding.PSS(mgf=padding.MGF1(hashes.SHA256()), salt_length=padding.PSS.DIGEST_LENGTH),
+        }[header["alg"]]
+        key.verify(decode(signature), f"{head}.{body}".encode(), scheme, hashes.SHA256())
+    except (ValueError, KeyError, InvalidSignature):
+        return False
+    return claims.get("iss") == client_id and claims.get("sub") == client_id
 
 
 def environ_with_trust(graph: FakeGraph) -> dict[str, str]:
