@@ -1,4 +1,9 @@
-"""A Microsoft Graph mail message as a Communications Mining comment: pure, no I/O.
+"""A Microsoft Graph mail message (its JSON) as a Communications Mining comment: pure, no I/O.
+
+The input is Graph's JSON for a message, not the SDK's ``Message`` model: the sync reads delta
+pages through the SDK's request builders and adapter but takes the body as bytes, because the
+SDK's model deserialisation costs about 10 ms a message (msgraph-sdk-python issue #584), which
+alone would cap a sync at ~100 messages a second.
 
 What maps where:
 
@@ -20,14 +25,10 @@ from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from html.parser import HTMLParser
 from typing import Any
-
-from msgraph.generated.models.attachment import Attachment
-from msgraph.generated.models.message import Message
-from msgraph.generated.models.recipient import Recipient
 
 MAX_ID = 1024
 MAX_TEXT = 65536
@@ -138,8 +139,10 @@ class _Splitter(HTMLParser):
 
     def _quote_starts_here(self, data: str) -> bool:
         """An Outlook reply header in plain markup (``From: ...`` after a rule) starts the history."""
+        if not _QUOTE_HEADER.match(data.strip()):  # the cheap test first: most text is no header
+            return False
         body = "".join(self.parts[BODY]).rstrip(" ")
-        return bool(body.strip()) and body.endswith("\n") and bool(_QUOTE_HEADER.match(data.strip()))
+        return bool(body.strip()) and body.endswith("\n")
 
 
 def tidy(text: str) -> str:
@@ -178,42 +181,47 @@ def split_text(text: str) -> dict[str, str]:
     }
 
 
-def comment_id(message: Message) -> str:
+def comment_id(message: Mapping[str, Any]) -> str:
     """The comment id of a Graph message: its Message-ID, the same in every mailbox and folder."""
-    internet_id = (message.internet_message_id or "").strip()
+    internet_id = str(message.get("internetMessageId") or "").strip()
     if internet_id.startswith("<") and internet_id.endswith(">"):
         internet_id = internet_id[1:-1].strip()
     if internet_id and internet_id.isascii() and internet_id.isprintable() and len(internet_id) <= MAX_ID:
         return internet_id
     if internet_id:
         return "sha256-" + hashlib.sha256(internet_id.encode()).hexdigest()
-    return f"graph-{message.id}"[:MAX_ID]
+    return f"graph-{message.get('id')}"[:MAX_ID]
 
 
-def _address(recipient: Recipient | None) -> str | None:
-    email = recipient.email_address if recipient else None
-    if email is None:
+def _address(recipient: Any) -> str | None:
+    email = recipient.get("emailAddress") if isinstance(recipient, dict) else None
+    if not isinstance(email, dict):
         return None
-    return (email.address or email.name or "").strip() or None
+    return str(email.get("address") or email.get("name") or "").strip() or None
 
 
-def _addresses(recipients: Iterable[Recipient] | None) -> list[str]:
+def _addresses(recipients: Any) -> list[str]:
     return [a for a in (_address(r) for r in recipients or []) if a]
 
 
-def _time(moment: datetime | None) -> str | None:
-    if moment is None:
+def _time(value: Any) -> str | None:
+    """Graph's ISO-8601 time as the comment's UTC form (``...Z``); None if absent or unreadable."""
+    if not value:
+        return None
+    try:
+        moment = datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+    except ValueError:
         return None
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=UTC)
     return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
 
-def body_parts(message: Message) -> dict[str, str]:
+def body_parts(message: Mapping[str, Any]) -> dict[str, str]:
     """The body as text parts; HTML converted, plain text split by its layout."""
-    body = message.body
-    content = (body.content if body else None) or ""
-    kind = str(getattr(body.content_type, "value", body.content_type) if body else "").lower()
+    body = message.get("body") or {}
+    content = str(body.get("content") or "")
+    kind = str(body.get("contentType") or "").lower()
     if kind == "html" or (not kind and "<" in content and ">" in content):
         return split_html(content)
     return split_text(content)
@@ -223,59 +231,62 @@ def _clip(text: str) -> str:
     return text[:MAX_TEXT]
 
 
-def attachment_metadata(attachments: Sequence[Attachment] | None) -> list[dict[str, Any]]:
+def attachment_metadata(attachments: Sequence[Mapping[str, Any]] | None) -> list[dict[str, Any]]:
     out = []
     for attachment in attachments or []:
+        size = attachment.get("size")
         item: dict[str, Any] = {
-            "name": (attachment.name or "unnamed")[:256],
-            "size": max(int(attachment.size or 0), 0),
-            "content_type": (attachment.content_type or "application/octet-stream")[:256],
+            "name": str(attachment.get("name") or "unnamed")[:256],
+            "size": max(size, 0) if isinstance(size, int) and not isinstance(size, bool) else 0,
+            "content_type": str(attachment.get("contentType") or "application/octet-stream")[:256],
         }
-        if attachment.id:
-            item["attachment_reference"] = attachment.id[:MAX_ID]
+        if attachment.get("id"):
+            item["attachment_reference"] = str(attachment["id"])[:MAX_ID]
         out.append(item)
     return out
 
 
 def map_message(
-    message: Message, *, mailbox: str, folder: str, attachments: Sequence[Attachment] | None = None
+    message: Mapping[str, Any],
+    *,
+    mailbox: str,
+    folder: str,
+    attachments: Sequence[Mapping[str, Any]] | None = None,
 ) -> dict[str, Any]:
-    """The comment for ``message`` seen in ``mailbox`` under the folder path ``folder``."""
+    """The comment for the Graph message (its JSON) seen in ``mailbox`` under the folder path ``folder``."""
     parts = body_parts(message)
     text = parts[BODY] or parts[QUOTE] or parts[SIGNATURE]
     item: dict[str, Any] = {"body": {"text": _clip(text) or "(empty)"}}
-    if message.subject:
-        item["subject"] = {"text": _clip(message.subject)}
+    if message.get("subject"):
+        item["subject"] = {"text": _clip(str(message["subject"]))}
     if parts[SIGNATURE] and text is not parts[SIGNATURE]:
         item["signature"] = {"text": _clip(parts[SIGNATURE])}
-    sender = _address(message.from_) or _address(message.sender)
+    sender = _address(message.get("from")) or _address(message.get("sender"))
     if sender:
         item["from"] = sender[:512]
-    for key, recipients in (
-        ("to", message.to_recipients),
-        ("cc", message.cc_recipients),
-        ("bcc", message.bcc_recipients),
-    ):
-        found = [a[:512] for a in _addresses(recipients)]
+    for key, field in (("to", "toRecipients"), ("cc", "ccRecipients"), ("bcc", "bccRecipients")):
+        found = [a[:512] for a in _addresses(message.get(field))]
         if found:
             item[key] = found
-    if message.sent_date_time:
-        item["sent_at"] = _time(message.sent_date_time)
+    sent = _time(message.get("sentDateTime"))
+    if sent:
+        item["sent_at"] = sent
     properties = {FOLDER: folder, MAILBOX: mailbox}
-    if message.categories:
-        properties[CATEGORIES] = ", ".join(sorted(message.categories))
+    categories = [str(c) for c in message.get("categories") or [] if str(c).strip()]
+    if categories:
+        properties[CATEGORIES] = ", ".join(sorted(categories))
     if parts[QUOTE] and text is not parts[QUOTE]:
         properties[QUOTED] = _clip(parts[QUOTE])
-    timestamp = message.received_date_time or message.sent_date_time or message.created_date_time
+    times = (message.get(name) for name in ("receivedDateTime", "sentDateTime", "createdDateTime"))
     comment: dict[str, Any] = {
         "id": comment_id(message),
-        "timestamp": _time(timestamp) or EPOCH,
+        "timestamp": next((t for t in map(_time, times) if t), EPOCH),
         "messages": [item],
         "user_properties": properties,
     }
-    if message.conversation_id:
-        comment["thread_id"] = message.conversation_id[:MAX_ID]
-    found_attachments = attachment_metadata(attachments if attachments is not None else message.attachments)
+    if message.get("conversationId"):
+        comment["thread_id"] = str(message["conversationId"])[:MAX_ID]
+    found_attachments = attachment_metadata(attachments if attachments is not None else message.get("attachments"))
     if found_attachments:
         comment["attachments"] = found_attachments
     return comment
