@@ -326,8 +326,12 @@ def test_the_embedded_mode_syncs_without_any_server(graph: FakeGraph, tmp_path: 
     env = {**environ, **graph.trust_env(), "COMMINE_HOME": str(tmp_path / "home"), "GRAPH_SECRET": SECRET}
     env["COMMINE_EMBEDDED"] = "1"
     fill(graph, A, graph.add_folder(A, "Inbox"), 12)
+    fill(graph, B, graph.add_folder(B, "Inbox"), 2)
+    graph.unauthorized = {B}
     commine(env, "projects", "add", "p")
     commine(env, "sources", "add", "p/s")
-    add_integration(env, graph, f"{A}=p/s")
-    assert "12 new, 0 updated" in run_once(env, "--page-size", "5").stdout
+    add_integration(env, graph, f"{A}=p/s", f"{B}=p/s")
+    first = run_once(env, "--page-size", "5", check=False)
+    assert first.returncode == 1 and "12 new, 0 updated" in first.stdout
     assert f"{A}: 0 published" in run_once(env).stdout
+    assert "revoked" in mailbox_status(env)[B]["disabled_reason"]

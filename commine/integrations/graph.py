@@ -133,15 +133,19 @@ def make_credential(integration: Integration, credential: Credential) -> Any:
     return ClientSecretCredential(integration.tenant_id, integration.client_id, credential.secret or "", **kwargs)
 
 
-def make_client(integration: Integration, token_credential: Any) -> GraphServiceClient:
+def make_http() -> Any:
+    """The SDK's httpx client with its default middleware (retry with ``Retry-After``, redirects, ...)."""
+    return GraphClientFactory.create_with_default_middleware(options=graph_options)
+
+
+def make_client(integration: Integration, token_credential: Any, http: Any = None) -> GraphServiceClient:
     """A ``GraphServiceClient`` whose base URL, token scope and allowed host follow ``graph_base_url``."""
     parts = urlsplit(integration.graph_base_url)
     if not parts.scheme or not parts.hostname:
         raise ValueError(f"graph_base_url {integration.graph_base_url!r} is not an absolute URL")
     scope = f"{parts.scheme}://{parts.hostname}/.default"
     auth = AzureIdentityAuthenticationProvider(token_credential, scopes=[scope], allowed_hosts=[parts.hostname])
-    http = GraphClientFactory.create_with_default_middleware(options=graph_options)
-    adapter = GraphRequestAdapter(auth, http)
+    adapter = GraphRequestAdapter(auth, http if http is not None else make_http())
     adapter.base_url = integration.graph_base_url.rstrip("/")
     return GraphServiceClient(request_adapter=adapter)
 
@@ -357,42 +361,70 @@ class MailboxSync:
         return result
 
     async def folder(self, state: FolderState, result: MailboxResult) -> None:
-        """Page through the folder's delta, publishing each page before saving the link after it."""
+        """Page through the folder's delta, publishing each page before saving the link after it.
+
+        The next page is fetched while this one is mapped, published and its link saved (on a
+        thread of its own, so the event loop keeps the request going).
+        """
         link = state.next_link or state.delta_link
-        while not self.stop():
-            try:
-                page = await delta_page(self.client, self.mailbox, state.folder_id, link, self.options)
-            except APIError as exc:
-                if exc.response_status_code == 404 and link is None:
-                    log.warning("%s %s: folder gone; skipped", self.mailbox.address, state.path)
-                    return
-                if exc.response_status_code != GONE or link is None:
-                    raise
-                log.warning("%s %s: delta link expired; syncing the folder again", self.mailbox.address, state.path)
-                link = state.next_link = state.delta_link = None
-                continue
-            await self.publish_page(page.get("value") or [], state.path, result)
+        page = await self.first_page(state, link)
+        while page is not None and not self.stop():
             next_link, delta_link = page.get("@odata.nextLink"), page.get("@odata.deltaLink")
-            state.next_link, state.delta_link = next_link, delta_link or state.delta_link
             if next_link is None and delta_link is None:
                 raise TransientFailure(f"{self.mailbox.address} {state.path}: a delta page without next or delta link")
-            with self.engine.begin() as conn:
-                config.save_folder_state(conn, self.integration.integration_id, self.mailbox.address, state)
-            if next_link is None:
-                return
-            link = next_link
+            ahead = asyncio.ensure_future(self.fetch(state, next_link)) if next_link else None
+            try:
+                attachments = await self.attachments(page.get("value") or [])
+                await asyncio.to_thread(self.publish_page, page.get("value") or [], attachments, state, result)
+                state.next_link, state.delta_link = next_link, delta_link or state.delta_link
+                await asyncio.to_thread(self.save, state)
+                page = await ahead if ahead else None
+            finally:
+                if ahead and not ahead.done():
+                    ahead.cancel()
 
-    async def publish_page(self, messages: list[dict[str, Any]], path: str, result: MailboxResult) -> None:
+    async def fetch(self, state: FolderState, link: str | None) -> dict[str, Any]:
+        return await delta_page(self.client, self.mailbox, state.folder_id, link, self.options)
+
+    async def first_page(self, state: FolderState, link: str | None) -> dict[str, Any] | None:
+        """The page the folder's sync starts from; None if the folder is gone. An expired link starts over."""
+        try:
+            return await self.fetch(state, link)
+        except APIError as exc:
+            if exc.response_status_code == 404 and link is None:
+                log.warning("%s %s: folder gone; skipped", self.mailbox.address, state.path)
+                return None
+            if exc.response_status_code != GONE or link is None:
+                raise
+        log.warning("%s %s: delta link expired; syncing the folder again", self.mailbox.address, state.path)
+        state.next_link = state.delta_link = None
+        return await self.fetch(state, None)
+
+    async def attachments(self, messages: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
+        present = [m for m in messages if not is_removed(m)]
+        return await attachments_of(self.client, self.mailbox.address, present, self.options)
+
+    def save(self, state: FolderState) -> None:
+        with self.engine.begin() as conn:
+            config.save_folder_state(conn, self.integration.integration_id, self.mailbox.address, state)
+
+    def publish_page(
+        self,
+        messages: list[dict[str, Any]],
+        attachments: dict[str, list[dict[str, Any]]],
+        state: FolderState,
+        result: MailboxResult,
+    ) -> None:
+        """Map the page's messages, keep the stored text of known ones, publish them as one batch (confirmed)."""
         present = [m for m in messages if not is_removed(m)]
         result.removed += len(messages) - len(present)
         if not present:
             return
-        attachments = await attachments_of(self.client, self.mailbox.address, present, self.options)
         comments: dict[str, dict[str, Any]] = {}
+        mailbox = self.mailbox.address
         for message in present:
-            mapped = map_message(
-                message, mailbox=self.mailbox.address, folder=path, attachments=attachments.get(str(message.get("id")))
-            )
+            found = attachments.get(str(message.get("id")))
+            mapped = map_message(message, mailbox=mailbox, folder=state.path, attachments=found)
             comments[mapped["id"]] = mapped
         known = self.sink.stored(self.mailbox.source, list(comments))
         batch = [relocate(known[cid], fresh) if cid in known else fresh for cid, fresh in comments.items()]
@@ -506,7 +538,8 @@ async def sync_integration(
     """Sync every enabled mailbox of one integration, one after the other."""
     keyring = app.store.cipher.keyring
     token_credential = make_credential(integration, config.load_credential(app.engine, keyring, integration))
-    client = make_client(integration, token_credential)
+    http = make_http()
+    client = make_client(integration, token_credential, http)
     sink = sink or AppSink(app)
     results = []
     try:
@@ -519,6 +552,7 @@ async def sync_integration(
                 )
             )
     finally:
+        await http.aclose()
         token_credential.close()
     return results
 
