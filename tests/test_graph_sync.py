@@ -55,13 +55,15 @@ def env(service_env: dict[str, str], graph: FakeGraph) -> dict[str, str]:
     return {**service_env, **graph.trust_env(), "GRAPH_SECRET": SECRET}
 
 
-def add_integration(env: dict[str, str], graph: FakeGraph, *mailboxes: str, name: str = "m365") -> None:
+def add_integration(
+    env: dict[str, str], graph: FakeGraph, *mailboxes: str, name: str = "m365", options: tuple[str, ...] = ()
+) -> None:
     specs = [arg for box in mailboxes for arg in ("--mailbox", box)]
     commine(
         env,
         *("integrations", "add", name, "--tenant-id", "contoso-tenant", "--client-id", "app-1"),
         *("--client-secret-env", "GRAPH_SECRET", "--authority-host", graph.authority),
-        *("--graph-base-url", graph.graph_url, *specs),
+        *("--graph-base-url", graph.graph_url, *specs, *options),
     )
 
 
@@ -331,7 +333,11 @@ def test_the_embedded_mode_syncs_without_any_server(graph: FakeGraph, tmp_path: 
     commine(env, "projects", "add", "p")
     commine(env, "sources", "add", "p/s")
     add_integration(env, graph, f"{A}=p/s", f"{B}=p/s")
+    late = "late@contoso.com"  # followed from 6 May only: 5 of its 10 messages (received 1-10 May)
+    fill(graph, late, graph.add_folder(late, "Inbox"), 10)
+    add_integration(env, graph, f"{late}=p/s", name="late", options=("--start-time", "2024-05-06T00:00:00Z"))
     first = run_once(env, "--page-size", "5", check=False)
-    assert first.returncode == 1 and "12 new, 0 updated" in first.stdout
+    assert first.returncode == 1 and "17 new, 0 updated" in first.stdout
+    assert f"{late}: 5 published" in first.stdout
     assert f"{A}: 0 published" in run_once(env).stdout
     assert "revoked" in mailbox_status(env)[B]["disabled_reason"]
