@@ -8,6 +8,11 @@ confirms; only then is the folder's next or delta link saved. A crash between th
 page, which the workers record as unchanged (ingestion is idempotent by source and comment id), so
 nothing is doubled, and nothing is lost because the link moves only past what the broker holds.
 
+Requests are built by the SDK's request builders and sent through its adapter and middleware
+(token, retries, OData errors); delta pages, folders and attachments come back as JSON bytes read
+with orjson, since the SDK's model deserialisation costs ~10 ms a message (msgraph-sdk-python#584).
+The next page is fetched while the current one is mapped and published.
+
 A message that shows up again (moved to another folder, seen in a second mailbox of the source,
 re-categorised) is sent as the stored comment with only its folder, mailbox and category
 properties replaced: the text is never overwritten. A message removed from a folder (``@removed``)
