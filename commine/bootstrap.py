@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 import dramatiq
 from sqlalchemy.engine import Engine
 
+from commine.persistence.encryption import cipher_for
 from commine.persistence.engine import ensure_database, make_engine, migrate
 from commine.persistence.store import EventStore
 from commine.settings import Settings
@@ -47,7 +48,7 @@ def open_store(settings: Settings) -> EventStore:
     ensure_database(settings.database_url)
     engine = make_engine(settings.database_url)
     migrate(engine)
-    return EventStore(engine)
+    return EventStore(engine, cipher=cipher_for(settings))
 
 
 class PendingTraining:

@@ -22,6 +22,18 @@ def _flag(value: str | None) -> bool:
     return (value or "").strip().lower() in {"1", "true", "yes", "on"}
 
 
+def _switch(value: str | None, *, default: bool) -> bool:
+    """``on``/``off`` (or 1/0, true/false, yes/no); blank means ``default``, anything else is an error."""
+    text = (value or "").strip().lower()
+    if not text:
+        return default
+    if text in {"1", "true", "yes", "on"}:
+        return True
+    if text in {"0", "false", "no", "off"}:
+        return False
+    raise ValueError(f"expected on or off, got {value!r}")
+
+
 @dataclass(frozen=True)
 class Settings:
     """What one process needs to know to reach its store and broker."""
@@ -52,6 +64,19 @@ class Settings:
     #: Where ``commine serve`` listens.
     api_host: str = "127.0.0.1"
     api_port: int = 8000
+    #: Encrypt customer text at rest (``COMMINE_ENCRYPTION=on|off``). Off only stops new writes being
+    #: sealed: what was sealed before still opens while its keys exist.
+    encryption: bool = True
+    #: Master keys (``COMMINE_MASTER_KEY``): base64 of 32 bytes each, comma-separated, newest first; the
+    #: newest wraps new data keys, the older ones still unwrap what they wrapped until ``keys rotate-master``.
+    master_key: str | None = None
+    #: A file holding the master keys, one per line, newest first (``COMMINE_MASTER_KEY_FILE``). With
+    #: neither set, ``<home>/master.key`` is used, generated (mode 0600) on first use.
+    master_key_file: Path | None = None
+
+    @property
+    def default_master_key_file(self) -> Path:
+        return self.home / "master.key"
 
     @property
     def embedded_database_url(self) -> str:
@@ -85,6 +110,9 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
         transformer=env.get("COMMINE_TRANSFORMER", "1") != "0",
         api_host=env.get("COMMINE_API_HOST") or "127.0.0.1",
         api_port=int(env.get("COMMINE_API_PORT") or 8000),
+        encryption=_switch(env.get("COMMINE_ENCRYPTION"), default=True),
+        master_key=env.get("COMMINE_MASTER_KEY") or None,
+        master_key_file=Path(env["COMMINE_MASTER_KEY_FILE"]) if env.get("COMMINE_MASTER_KEY_FILE") else None,
     )
     if _flag(env.get("COMMINE_EMBEDDED")):
         if not env.get("COMMINE_DATABASE_URL"):

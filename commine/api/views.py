@@ -12,6 +12,7 @@ from commine.api.errors import ApiError
 from commine.domain.comment import format_timestamp
 from commine.domain.names import LABEL_SEPARATOR, check_project_name, check_resource_name
 from commine.persistence import schema as t
+from commine.persistence.encryption import open_comments
 from commine.persistence.store import as_utc
 
 #: Label group of every label: commine has one taxonomy per dataset, the reference's default group.
@@ -101,10 +102,12 @@ def stored_comments(conn: Connection, rows: list[Any]) -> dict[int, dict[str, An
     positions = [row.position for row in rows]
     out: dict[int, dict[str, Any]] = {}
     for start in range(0, len(positions), 1000):
-        query = sa.select(t.events.c.position, t.events.c.payload).where(
+        query = sa.select(t.events.c.position, t.events.c.event_id, t.events.c.payload).where(
             t.events.c.position.in_(positions[start : start + 1000])
         )
-        out.update((position, payload["comment"]) for position, payload in conn.execute(query))
+        found = conn.execute(query).all()
+        opened = open_comments(conn, [(row.event_id, row.payload) for row in found])
+        out.update((row.position, comment) for row, comment in zip(found, opened, strict=True))
     return out
 
 

@@ -20,6 +20,8 @@ from commine.persistence.tracking import follow
 NAME = "retrain"
 #: Event types that change what a dataset's model should learn.
 TRIGGERS = ("LabelApplied", "LabelRemoved", "LabelRenamed", "LabelsMerged", "LabelDeleted")
+#: A purge crypto-shreds a source: the models of the datasets reading it are trained again without it.
+PURGE = "SourcePurged"
 
 
 def request_retraining(store: EventStore, request: Callable[[str], None], *, wait: bool = False) -> int | None:
@@ -41,4 +43,11 @@ def _changed_datasets(conn: Connection, start: int, end: int) -> list[str]:
         .distinct()
         .order_by(dataset)
     )
-    return list(conn.execute(query).scalars())
+    changed = set(conn.execute(query).scalars())
+    # A purged source's messages must leave every model that learned from them: retrain its datasets.
+    purged = sa.select(e.c.payload["source_id"].as_string()).where(
+        e.c.position > start, e.c.position <= end, e.c.type == PURGE
+    )
+    ds = t.dataset_sources
+    changed.update(conn.execute(sa.select(ds.c.dataset_id).where(ds.c.source_id.in_(purged))).scalars())
+    return sorted(changed)

@@ -125,7 +125,7 @@ def train_dataset(
     blob = result.model.to_bytes()
     digest = artifact_hash(blob)
     with store.transaction() as conn:
-        mldata.save_artifact(conn, digest, blob)
+        mldata.save_artifact(conn, digest, blob, dataset_id=dataset_id)
     progress("registering", 0.8)
     registry = run(
         store,

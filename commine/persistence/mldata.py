@@ -19,6 +19,7 @@ from sqlalchemy.engine import Connection
 
 from commine.ml.text import comment_text
 from commine.persistence import schema as t
+from commine.persistence.encryption import cipher_of, dataset_owner, open_comments
 from commine.persistence.engine import insert
 
 #: Rows per query when reading by a list of keys.
@@ -63,11 +64,13 @@ def label_names(conn: Connection, dataset_id: str) -> list[str]:
 
 
 def comments(conn: Connection, positions: Sequence[int]) -> dict[int, dict[str, Any]]:
-    """The comment of each ``MessageIngested`` event, by log position."""
+    """The comment of each ``MessageIngested`` event, by log position, its text opened."""
     out: dict[int, dict[str, Any]] = {}
+    e = t.events
     for chunk in _chunks(list(positions)):
-        query = sa.select(t.events.c.position, t.events.c.payload).where(t.events.c.position.in_(chunk))
-        out.update((position, payload["comment"]) for position, payload in conn.execute(query))
+        rows = conn.execute(sa.select(e.c.position, e.c.event_id, e.c.payload).where(e.c.position.in_(chunk))).all()
+        opened = open_comments(conn, [(row.event_id, row.payload) for row in rows])
+        out.update((row.position, comment) for row, comment in zip(rows, opened, strict=True))
     return out
 
 
@@ -114,8 +117,12 @@ def save_embeddings(conn: Connection, rows: Sequence[MessageRow], encoder: str, 
         conn.execute(statement.on_conflict_do_update(index_elements=keys, set_=update), chunk)
 
 
-def save_artifact(conn: Connection, artifact_hash: str, data: bytes) -> None:
-    row = {"artifact_hash": artifact_hash, "data": data, "created_at": datetime.now(UTC)}
+def save_artifact(conn: Connection, artifact_hash: str, data: bytes, *, dataset_id: str | None = None) -> None:
+    """Store an artifact, sealed with the data key of the dataset it was trained for (a model holds the
+    vocabulary of its training text, so it is customer data too)."""
+    owner = dataset_owner(dataset_id) if dataset_id else "artifacts"
+    sealed = cipher_of(conn).seal_artifact(conn, artifact_hash, data, owner)
+    row = {"artifact_hash": artifact_hash, "data": sealed, "created_at": datetime.now(UTC)}
     conn.execute(insert(conn, t.model_artifacts).values(row).on_conflict_do_nothing())
 
 
@@ -137,7 +144,7 @@ def load_artifact(conn: Connection, artifact_hash: str) -> bytes:
     data = conn.execute(query).scalar()
     if data is None:
         raise LookupError(f"no model artifact {artifact_hash}")
-    return bytes(data)
+    return cipher_of(conn).open_artifact(conn, artifact_hash, bytes(data))
 
 
 def model_row(conn: Connection, dataset_id: str, version: int | None = None) -> Any:
@@ -200,7 +207,7 @@ def ingested_between(
 
     e = t.events
     query = (
-        sa.select(e.c.position, e.c.payload)
+        sa.select(e.c.position, e.c.event_id, e.c.payload)
         .where(
             e.c.position > start,
             e.c.position <= end,
@@ -209,11 +216,16 @@ def ingested_between(
         )
         .order_by(e.c.position)
     )
-    latest: dict[tuple[str, str], tuple[MessageRow, dict[str, Any]]] = {}
-    for position, payload in conn.execute(query):
+    latest: dict[tuple[str, str], tuple[MessageRow, int]] = {}
+    records = []
+    for i, (position, event_id, payload) in enumerate(conn.execute(query)):
         row = MessageRow(payload["source_id"], payload["comment_id"], position, payload["content_hash"])
-        latest[(row.source_id, row.comment_id)] = (row, payload["comment"])
-    return list(latest.values())
+        latest[(row.source_id, row.comment_id)] = (row, i)
+        records.append((event_id, payload))
+    # Only the newest content of each message is opened (in the order messages first appeared, as before).
+    newest = list(latest.values())
+    opened = open_comments(conn, [records[i] for _, i in newest])
+    return [(row, comment) for (row, _), comment in zip(newest, opened, strict=True)]
 
 
 def newest_models_of(conn: Connection, rows: Sequence[MessageRow]) -> dict[tuple[str, int, str], list[int]]:

@@ -9,6 +9,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
 from commine.persistence import schema as t
+from commine.persistence.encryption import open_comments
 from commine.persistence.projections import CHECKPOINT
 
 
@@ -22,8 +23,10 @@ def get_comment(engine: Engine, source_id: str, comment_id: str) -> dict[str, An
         ).first()
         if row is None or row.deleted:
             return None
-        payload = conn.execute(sa.select(t.events.c.payload).where(t.events.c.position == row.position)).scalar_one()
-    return dict(payload["comment"])
+        event = conn.execute(
+            sa.select(t.events.c.event_id, t.events.c.payload).where(t.events.c.position == row.position)
+        ).one()
+        return dict(open_comments(conn, [(event.event_id, event.payload)])[0])
 
 
 def status(engine: Engine) -> dict[str, Any]:

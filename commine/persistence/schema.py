@@ -335,3 +335,85 @@ access_log = sa.Table(
     sa.Column("detail", JsonType, nullable=False),
     sa.Index("ix_access_log_at", "at"),
 )
+
+
+# --- encryption at rest (migration 0007_encryption) ----------------------------------------------------------------
+
+#: Data keys of sources (``source:<id>``) and datasets (``dataset:<id>``, for model artifacts), each
+#: version wrapped by the master key ``master_key_id`` names. Log metadata, not a read model: replay
+#: must never recreate a destroyed key. A destroyed key keeps its row with the key material erased
+#: (``wrapped_key`` NULL), a tombstone that stops a new key being made for a purged source.
+data_keys = sa.Table(
+    "data_keys",
+    log_metadata,
+    sa.Column("owner", sa.String(64), primary_key=True),
+    sa.Column("version", sa.Integer, primary_key=True, autoincrement=False),
+    sa.Column("master_key_id", sa.String(32), nullable=True),
+    sa.Column("wrapped_key", sa.LargeBinary, nullable=True),
+    sa.Column("created_at", Timestamp, nullable=False),
+    sa.Column("destroyed_at", Timestamp, nullable=True),
+)
+
+#: Progress of re-encrypting an owner's records under its key ``version``: the log position done up
+#: to, committed with each batch, so a rotation killed midway resumes where it stopped.
+key_rotations = sa.Table(
+    "key_rotations",
+    log_metadata,
+    sa.Column("owner", sa.String(64), primary_key=True),
+    sa.Column("version", sa.Integer, primary_key=True, autoincrement=False),
+    sa.Column("position", sa.BigInteger, nullable=False),
+    sa.Column("records", sa.BigInteger, nullable=False),
+    sa.Column("started_at", Timestamp, nullable=False),
+    sa.Column("finished_at", Timestamp, nullable=True),
+)
+
+
+# --- mailbox integrations (migration 0100_integrations) -------------------------------------------------------------
+
+#: A Microsoft Graph integration: the app registration it signs in as and the servers it talks to.
+#: The client secret or certificate is sealed with the integration's own data key
+#: (``integration:<id>``), its ids as associated data; removing the integration destroys that key.
+integrations = sa.Table(
+    "integrations",
+    log_metadata,
+    sa.Column("integration_id", sa.String(32), primary_key=True),
+    sa.Column("name", sa.String(256), nullable=False, unique=True),
+    sa.Column("tenant_id", sa.String(128), nullable=False),
+    sa.Column("client_id", sa.String(128), nullable=False),
+    sa.Column("authority_host", sa.String(512), nullable=False),
+    sa.Column("graph_base_url", sa.String(512), nullable=False),
+    sa.Column("credential_kind", sa.String(16), nullable=False),
+    sa.Column("sealed_credential", sa.LargeBinary, nullable=False),
+    sa.Column("created_at", Timestamp, nullable=False),
+)
+
+#: A mailbox an integration follows into a source, and whether it is still followed (and why not).
+integration_mailboxes = sa.Table(
+    "integration_mailboxes",
+    log_metadata,
+    sa.Column("integration_id", sa.String(32), primary_key=True),
+    sa.Column("mailbox", sa.String(320), primary_key=True),
+    sa.Column("source", sa.String(1024), nullable=False),
+    sa.Column("start_time", Timestamp, nullable=True),
+    sa.Column("folders", JsonType, nullable=False),
+    sa.Column("enabled", sa.Boolean, nullable=False),
+    sa.Column("disabled_reason", sa.Text, nullable=True),
+    sa.Column("failures", sa.Integer, nullable=False),
+    sa.Column("last_error", sa.Text, nullable=True),
+    sa.Column("last_synced_at", Timestamp, nullable=True),
+    sa.Column("published", sa.BigInteger, nullable=False),
+)
+
+#: Sync state per folder: the ``@odata.nextLink`` of an initial sync under way, then the
+#: ``@odata.deltaLink`` a restart resumes from. Saved only after the page's batch was confirmed.
+integration_folders = sa.Table(
+    "integration_folders",
+    log_metadata,
+    sa.Column("integration_id", sa.String(32), primary_key=True),
+    sa.Column("mailbox", sa.String(320), primary_key=True),
+    sa.Column("folder_id", sa.String(512), primary_key=True),
+    sa.Column("path", sa.Text, nullable=False),
+    sa.Column("next_link", sa.Text, nullable=True),
+    sa.Column("delta_link", sa.Text, nullable=True),
+    sa.Column("updated_at", Timestamp, nullable=False),
+)

@@ -5,6 +5,11 @@ lock (``LOCK TABLE ... IN EXCLUSIVE MODE`` on PostgreSQL, ``BEGIN IMMEDIATE`` on
 that positions are handed out in commit order with no gaps: a reader that has seen position
 *n* has seen everything before it. Batches are carried so the lock is taken once per batch,
 not once per event (see ``../shared/reference/infra-notes.md``).
+
+Customer text is sealed on the way in and opened on the way out by the store's ``Cipher``
+(``persistence.encryption``): the stored ``MessageIngested`` keeps ids, timestamps and hashes in
+clear and its comment's text as AES-GCM ciphertext under the source's data key. ``read_raw`` hands
+the stored (sealed) payload on as it is, so events relayed onto the broker carry ciphertext too.
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ from sqlalchemy.engine import Connection, Engine
 from commine.events import DomainEvent, EventRegistry, from_record, to_record
 from commine.events import registry as default_registry
 from commine.events.codec import EventRecord
+from commine.persistence.encryption import INGESTED, Cipher, Keys, attach, default_cipher, is_sealed
 from commine.persistence.engine import is_sqlite
 from commine.persistence.schema import events as events_table
 
@@ -91,10 +97,16 @@ def as_utc(moment: datetime) -> datetime:
 class EventStore:
     """Append and read domain events; idempotent by event id, versioned per aggregate."""
 
-    def __init__(self, engine: Engine, registry: EventRegistry = default_registry) -> None:
+    def __init__(
+        self, engine: Engine, registry: EventRegistry = default_registry, cipher: Cipher | None = None
+    ) -> None:
         self.engine = engine
         self.registry = registry
         self._sqlite = is_sqlite(engine)
+        #: Seals customer text on append, opens it on read; the environment's settings unless given.
+        self.cipher = cipher if cipher is not None else default_cipher()
+        # Readers that select payloads with their own queries open them with the same cipher.
+        attach(engine, self.cipher)
 
     @contextmanager
     def transaction(self) -> Iterator[Connection]:
@@ -115,7 +127,7 @@ class EventStore:
                 return self.append(events, own)
         if not events:
             return []
-        rows = self._prepare(events)
+        rows = self._prepare(events, conn)
         self._lock(conn)
         if self._version_problem(conn, events, look_up_new=False) is None:
             # The common case, a batch of new events: one INSERT, no look-ups. A savepoint keeps
@@ -139,11 +151,12 @@ class EventStore:
         except sa.exc.IntegrityError as exc:
             raise ConcurrencyError(f"append conflicted with another writer: {exc.orig}") from None
 
-    def _prepare(self, events: Sequence[DomainEvent]) -> list[dict[str, Any]]:
+    def _prepare(self, events: Sequence[DomainEvent], conn: Connection) -> list[dict[str, Any]]:
         """Everything of the rows but position and recorded_at, worked out before taking the lock.
 
         The lock is held until commit, so every microsecond of work done under it is a
-        microsecond every other writer waits; on PostgreSQL each row's COPY text is made here too.
+        microsecond every other writer waits; on PostgreSQL each row's COPY text is made here too,
+        and customer text is sealed here (data keys are looked up once per source and batch).
         """
         rows = []
         for event in events:
@@ -159,9 +172,11 @@ class EventStore:
                 "actor": record.actor,
                 "payload": record.payload,
             }
-            if not self._sqlite:
-                row["copy_text"] = _copy_text(row)
             rows.append(row)
+        self.cipher.on_append(conn, rows)
+        if not self._sqlite:
+            for row in rows:
+                row["copy_text"] = _copy_text(row)
         return rows
 
     def _insert(self, conn: Connection, rows: list[dict[str, Any]]) -> list[int]:
@@ -275,8 +290,8 @@ class EventStore:
                 .where(events_table.c.aggregate_id.in_(chunk))
                 .order_by(events_table.c.aggregate_id, events_table.c.aggregate_version)
             )
-            for row in conn.execute(query):
-                found[row.aggregate_id].append(self._decode(row).event)
+            for stored in self._decode_rows(conn, conn.execute(query).all()):
+                found[stored.event.aggregate_id].append(stored.event)
         return {aggregate_id: found.get(aggregate_id, []) for aggregate_id in aggregate_ids}
 
     def read_all(
@@ -325,8 +340,7 @@ class EventStore:
                 # SQLite compares the stored UTC wall-clock text, so ``until`` must be UTC too.
                 query = query.where(events_table.c.recorded_at <= as_utc(until).astimezone(UTC))
             rows = conn.execute(query).all()
-            for row in rows:
-                yield self._decode(row)
+            yield from self._decode_rows(conn, rows)
             if len(rows) < size:
                 return
             position = rows[-1].position
@@ -335,7 +349,8 @@ class EventStore:
 
     def read_raw(self, after: int, to_position: int, *, conn: Connection) -> list[Any]:
         """Rows after ``after`` up to ``to_position``, the payload as JSON text, undecoded: for
-        relaying at speed."""
+        relaying at speed. Customer text stays sealed: a subscriber opens it with
+        ``encryption.open_comments`` (it needs the database's data keys and the master key)."""
         columns = [c for c in events_table.c if c.name != "payload"]
         query = (
             sa.select(*columns, sa.cast(events_table.c.payload, sa.Text).label("payload_json"))
@@ -350,7 +365,16 @@ class EventStore:
                 return self.last_position(own)
         return conn.execute(sa.select(sa.func.coalesce(sa.func.max(events_table.c.position), 0))).scalar_one()
 
-    def _decode(self, row: Any) -> StoredEvent:
+    def _decode_rows(self, conn: Connection, rows: Sequence[Any]) -> list[StoredEvent]:
+        """Rows as events, their sealed text opened (the keys they need are read in one query)."""
+        keys = self.cipher.keys_for(conn, ((row.type, row.payload) for row in rows))
+        return [self._decode(row, keys) for row in rows]
+
+    def _decode(self, row: Any, keys: Keys) -> StoredEvent:
+        payload = row.payload
+        if row.type == INGESTED and is_sealed(payload):
+            # A purged source's text comes back as a placeholder, so replay still runs end to end.
+            payload = self.cipher.open_payload(keys, row.event_id, payload)
         record = EventRecord(
             event_id=row.event_id,
             type=row.type,
@@ -359,7 +383,7 @@ class EventStore:
             aggregate_version=row.aggregate_version,
             occurred_at=as_utc(row.occurred_at),
             actor=row.actor,
-            payload=row.payload,
+            payload=payload,
             position=row.position,
         )
         return StoredEvent(row.position, as_utc(row.recorded_at), from_record(record, self.registry))

@@ -51,6 +51,7 @@ from commine.events import (
 )
 from commine.persistence import schema as t
 from commine.persistence import streamdata
+from commine.persistence.encryption import open_comments
 from commine.persistence.engine import json_dumps
 from commine.persistence.store import StoredEvent, as_utc
 
@@ -465,11 +466,13 @@ def message_facts(conn: Connection, uids: Iterable[str], *, before: int) -> dict
     out: dict[str, MessageFacts] = {}
     for chunk in _chunks(list(by_aggregate)):
         query = (
-            sa.select(e.c.aggregate_id, e.c.position, e.c.occurred_at, e.c.payload)
+            sa.select(e.c.aggregate_id, e.c.position, e.c.occurred_at, e.c.event_id, e.c.payload)
             .where(e.c.aggregate_id.in_(chunk), e.c.type == MessageIngested.type_name(), e.c.position < before)
             .order_by(e.c.position)
         )
-        for aggregate_id, position, occurred_at, payload in conn.execute(query):
+        found = conn.execute(query).all()
+        comments = open_comments(conn, [(row.event_id, row.payload) for row in found])
+        for (aggregate_id, position, occurred_at, _, _), comment in zip(found, comments, strict=True):
             uid, source_id = by_aggregate[aggregate_id]
             first = out.get(uid)
             out[uid] = MessageFacts(
@@ -477,7 +480,7 @@ def message_facts(conn: Connection, uids: Iterable[str], *, before: int) -> dict
                 source_id,
                 first.first_position if first else position,
                 first.created_at if first else as_utc(occurred_at),
-                payload["comment"],
+                comment,
             )
     return out
 

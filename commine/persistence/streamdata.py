@@ -10,6 +10,7 @@ from sqlalchemy.engine import Connection
 
 from commine.domain.comment import format_timestamp
 from commine.persistence import schema as t
+from commine.persistence.encryption import open_comments
 from commine.persistence.store import as_utc
 
 CHUNK = 500
@@ -136,10 +137,12 @@ def comments(conn: Connection, dataset_id: str, uids: Sequence[str]) -> dict[str
         query = sa.select(a.c.uid).where(a.c.dataset_id == dataset_id, a.c.uid.in_(chunk))
         annotated.update(conn.execute(query).scalars())
     for start in range(0, len(positions), CHUNK):
-        query = sa.select(t.events.c.position, t.events.c.payload).where(
+        query = sa.select(t.events.c.position, t.events.c.event_id, t.events.c.payload).where(
             t.events.c.position.in_(positions[start : start + CHUNK])
         )
-        payloads.update((position, payload) for position, payload in conn.execute(query))
+        found = conn.execute(query).all()
+        opened = open_comments(conn, [(row.event_id, row.payload) for row in found])
+        payloads.update((row.position, {"comment": comment}) for row, comment in zip(found, opened, strict=True))
     out = {}
     for uid, (source_id, position, created_at) in rows.items():
         comment = dict(payloads[position]["comment"])

@@ -233,7 +233,12 @@ def run_end_to_end(settings: Any, comments: list[dict[str, Any]], workers: int, 
     app = bootstrap(settings)
     create_project(app.store, "bench", actor="bench")
     create_source(app.store, "bench/inbox", actor="bench")
-    env = {**os.environ, "COMMINE_DATABASE_URL": url, "COMMINE_QUEUE_PREFIX": prefix}
+    env = {
+        **os.environ,
+        "COMMINE_DATABASE_URL": url,
+        "COMMINE_QUEUE_PREFIX": prefix,
+        "COMMINE_ENCRYPTION": "on" if settings.encryption else "off",
+    }
     env.pop("COMMINE_EMBEDDED", None)
     procs = [
         subprocess.Popen([sys.executable, "-m", "commine", "worker"], env=env, stdout=subprocess.DEVNULL)
@@ -295,8 +300,14 @@ def bench() -> None:
 @click.option("--messages", default=100_000, show_default=True, help="Comments of about 1 KB to ingest.")
 @click.option("--workers", default=2, show_default=True, help="Worker processes (and ceiling consumers).")
 @click.option("--batch-size", default=None, type=int, help="Comments per broker message [COMMINE_INGEST_BATCH_SIZE].")
+@click.option(
+    "--encryption",
+    type=click.Choice(["on", "off", "both"]),
+    default=None,
+    help="Encrypt message text at rest; 'both' measures off then on in the same run [COMMINE_ENCRYPTION].",
+)
 @pass_context
-def bench_ingest(ctx: Context, messages: int, workers: int, batch_size: int | None) -> None:
+def bench_ingest(ctx: Context, messages: int, workers: int, batch_size: int | None, encryption: str | None) -> None:
     """End-to-end ingestion (RabbitMQ -> workers -> PostgreSQL) against a bare pika + INSERT ceiling."""
     settings = ctx.settings
     if settings.embedded:
@@ -307,8 +318,18 @@ def bench_ingest(ctx: Context, messages: int, workers: int, batch_size: int | No
     click.echo(f"{messages} comments of {average:.0f} bytes, batches of {size}, {workers} worker process(es)")
     ceiling = run_ceiling(settings, comments, workers, size)
     click.echo(f"ceiling (bare pika publisher with confirms + batched INSERT consumers): {ceiling:,.0f} msg/s")
-    stored, projected, published = run_end_to_end(settings, comments, workers, size)
-    click.echo(f"end to end, stored as events: {stored:,.0f} msg/s; read model caught up: {projected:,.0f} msg/s")
+    modes = {"on": [True], "off": [False], "both": [False, True]}[
+        encryption or ("on" if settings.encryption else "off")
+    ]
+    runs = {}
+    for encrypted in modes:
+        stored, projected, published = run_end_to_end(replace(settings, encryption=encrypted), comments, workers, size)
+        runs[encrypted] = (stored, projected, published)
+        click.echo(
+            f"end to end, encryption {'on' if encrypted else 'off'}, stored as events: {stored:,.0f} msg/s; "
+            f"read model caught up: {projected:,.0f} msg/s"
+        )
+    stored, projected, published = runs[modes[-1]]
     summary = {
         "benchmark": "ingest",
         "messages": messages,
@@ -320,6 +341,188 @@ def bench_ingest(ctx: Context, messages: int, workers: int, batch_size: int | No
         "published_per_s": round(published),
         "ceiling_per_s": round(ceiling),
         "ratio": round(stored / ceiling, 3),
+        "machine": machine(),
+    }
+    summary["encryption"] = "on" if modes[-1] else "off"
+    if len(modes) == 2:
+        summary["end_to_end_off_per_s"] = round(runs[False][0])
+        summary["encryption_cost"] = round(1 - runs[True][0] / runs[False][0], 3)
+    click.echo(json.dumps(summary))
+
+
+# --- Microsoft Graph mailbox sync ---------------------------------------------------------------------------------
+
+
+def fake_graph_message(n: int, rng: random.Random) -> dict[str, Any]:
+    """A Graph message of about 1 KB of HTML body, with a quoted reply every third one."""
+    words = " ".join(rng.choice(WORDS) for _ in range(110))
+    quote = '<div id="divRplyFwdMsg"><b>From:</b> support<br></div><div>earlier reply</div>' if n % 3 == 0 else ""
+    return {
+        "internetMessageId": f"<bench-{n:08d}@example.com>",
+        "conversationId": f"conv-{n // 4}",
+        "subject": " ".join(rng.choice(WORDS) for _ in range(6)),
+        "body": {"contentType": "html", "content": f"<html><body><p>{words}</p>{quote}</body></html>"},
+        "from": {"emailAddress": {"address": f"customer{rng.randrange(10_000)}@example.com"}},
+        "toRecipients": [{"emailAddress": {"address": "support@example.com"}}],
+        "receivedDateTime": (datetime(2026, 1, 1, tzinfo=UTC) + timedelta(seconds=n)).isoformat(),
+        "sentDateTime": (datetime(2026, 1, 1, tzinfo=UTC) + timedelta(seconds=n)).isoformat(),
+        "categories": [rng.choice(["Red", "Blue"])],
+    }
+
+
+def _serve_fake_graph(messages: int, folders: int, directory: str, pipe: Any) -> None:
+    """In a child process (so it does not share the sync's GIL): a fake Graph with ``messages``."""
+    from pathlib import Path
+
+    from commine.integrations.graph_fake import FakeGraph
+
+    graph = FakeGraph(secret="bench-secret")
+    rng = random.Random(0)
+    ids = [graph.add_folder("bench@example.com", f"Folder {i}") for i in range(folders)]
+    for n in range(messages):
+        attachments = [{"id": f"a{n}", "name": "x.pdf", "size": 10, "contentType": "application/pdf"}]
+        graph.add_message(
+            "bench@example.com", ids[n % folders], fake_graph_message(n, rng), attachments if n % 50 == 0 else None
+        )
+    with graph.serve(Path(directory)):
+        pipe.send((graph.base_url, str(graph.ca_file)))
+        pipe.recv()  # until told to stop
+
+
+def raw_fetch_rate(base_url: str, ca_file: str, page_size: int) -> float:
+    """Messages per second the fake server hands out to a bare httpx client (token, folders, delta pages)."""
+    import httpx
+
+    started = time.perf_counter()
+    count = 0
+    with httpx.Client(verify=ca_file, timeout=60) as client:
+        form = {"grant_type": "client_credentials", "client_id": "client", "client_secret": "bench-secret"}
+        token = client.post(f"{base_url}/tenant/oauth2/v2.0/token", data=form).json()["access_token"]
+        headers = {"Authorization": f"Bearer {token}", "Prefer": f"odata.maxpagesize={page_size}"}
+        folders = client.get(f"{base_url}/v1.0/users/bench@example.com/mailFolders", headers=headers).json()["value"]
+        for folder in folders:
+            url: str | None = f"{base_url}/v1.0/users/bench@example.com/mailFolders/{folder['id']}/messages/delta"
+            while url:
+                page = client.get(url, headers=headers).json()
+                count += len(page["value"])
+                url = page.get("@odata.nextLink")
+    return count / (time.perf_counter() - started)
+
+
+def mapping_rate(limit: int = 5000) -> float:
+    """Graph messages (JSON, as the sync reads them) mapped to comments per second."""
+    import orjson
+
+    from commine.integrations.graph_mapping import map_message
+
+    rng = random.Random(1)  # the same generator the server's messages come from
+    parsed = [orjson.loads(json.dumps(fake_graph_message(n, rng))) for n in range(limit)]
+    started = time.perf_counter()
+    for message in parsed:
+        map_message(message, mailbox="bench@example.com", folder="Folder 0")
+    return len(parsed) / (time.perf_counter() - started)
+
+
+def run_graph_sync(
+    settings: Any, base_url: str, ca_file: str, messages: int, workers: int, page_size: int
+) -> dict[str, float]:
+    """Messages per second from the fake Graph into the store (receipts committed), and published."""
+    from commine.bootstrap import bootstrap
+    from commine.broker.topology import delete_topology
+    from commine.handlers.commands import create_project, create_source
+    from commine.integrations.graph import SyncOptions, run_pass
+    from commine.integrations.graph_config import Credential, Integration, Mailbox, add_integration
+    from commine.integrations.ingest_client import wait_for_receipts
+    from commine.persistence.engine import drop_database
+
+    url = _scratch_database(settings.database_url, "graph")
+    prefix = f"bench{uuid.uuid4().hex[:8]}"
+    settings = replace(settings, database_url=url, queue_prefix=prefix, embedded=False)
+    app = bootstrap(settings)
+    create_project(app.store, "bench", actor="bench")
+    create_source(app.store, "bench/inbox", actor="bench")
+    integration = Integration("", "bench", "tenant", "client", base_url, f"{base_url}/v1.0")
+    integration.mailboxes = [Mailbox("bench@example.com", "bench/inbox")]
+    add_integration(app.engine, app.store.cipher.keyring, integration, Credential("secret", secret="bench-secret"))
+    env = {**os.environ, "COMMINE_DATABASE_URL": url, "COMMINE_QUEUE_PREFIX": prefix}
+    env.pop("COMMINE_EMBEDDED", None)
+    procs = [
+        subprocess.Popen([sys.executable, "-m", "commine", "worker"], env=env, stdout=subprocess.DEVNULL)
+        for _ in range(workers)
+    ]
+    try:
+        _wait_for_consumers(settings.amqp_url, f"{prefix}.ingest", workers)
+        started = time.perf_counter()
+        with tqdm(total=messages, desc="sync", unit="message", file=sys.stderr, disable=None) as bar:
+            results = run_pass(app, ["bench"], SyncOptions(page_size=page_size), progress=bar.update)
+        published = time.perf_counter() - started
+        batch_ids = [b for r in results for b in r.batch_ids]
+        if sum(r.published for r in results) != messages or any(r.error for r in results):
+            raise click.ClickException(f"the sync did not publish every message: {results}")
+        with tqdm(total=len(batch_ids), desc="store", unit="batch", file=sys.stderr, disable=None) as bar:
+            receipts = wait_for_receipts(app, batch_ids, timeout=1800, progress=bar.update)
+        stored = time.perf_counter() - started
+        if sum(r.new for r in receipts) != messages:
+            raise click.ClickException("not every message was stored as new")
+    finally:
+        for proc in procs:
+            proc.terminate()
+        for proc in procs:
+            proc.wait(timeout=60)
+        delete_topology(settings.amqp_url, prefix)
+        app.close()
+        drop_database(url)
+    return {"end_to_end": messages / stored, "published": messages / published}
+
+
+@bench.command("graph")
+@click.option("--messages", default=20_000, show_default=True, help="Messages in the fake mailbox.")
+@click.option("--folders", default=3, show_default=True)
+@click.option("--page-size", default=100, show_default=True, help="Messages per Graph page (one ingest batch).")
+@click.option("--workers", default=2, show_default=True, help="Worker processes.")
+@pass_context
+def bench_graph(ctx: Context, messages: int, folders: int, page_size: int, workers: int) -> None:
+    """Mailbox sync: the local Graph server -> msgraph-sdk -> mapping -> RabbitMQ -> workers -> PostgreSQL.
+
+    Also measured in the same run: the fake server's own rate to a bare httpx client (the ceiling of
+    the Graph side) and the mapping alone (Graph message to comment, already parsed).
+    """
+    import tempfile
+
+    settings = ctx.settings
+    if settings.embedded:
+        raise click.ClickException("bench graph measures the real services; run it without --embedded")
+    context = multiprocessing.get_context("fork")
+    parent, child = context.Pipe()
+    with tempfile.TemporaryDirectory() as directory:
+        server = context.Process(target=_serve_fake_graph, args=(messages, folders, directory, child), daemon=True)
+        server.start()
+        base_url, ca_file = parent.recv()
+        os.environ.update(REQUESTS_CA_BUNDLE=ca_file, SSL_CERT_FILE=ca_file)
+        try:
+            mapping = mapping_rate(min(messages, 5000))
+            click.echo(f"mapping alone: {mapping:,.0f} messages/s")
+            ceiling = raw_fetch_rate(base_url, ca_file, page_size)
+            click.echo(f"fake Graph to a bare httpx client: {ceiling:,.0f} messages/s")
+            rates = run_graph_sync(settings, base_url, ca_file, messages, workers, page_size)
+        finally:
+            parent.send("stop")
+            server.join(timeout=30)
+    click.echo(
+        f"sync published {rates['published']:,.0f} messages/s; "
+        f"end to end (stored as events): {rates['end_to_end']:,.0f} messages/s"
+    )
+    summary = {
+        "benchmark": "graph",
+        "messages": messages,
+        "folders": folders,
+        "page_size": page_size,
+        "workers": workers,
+        "end_to_end_per_s": round(rates["end_to_end"]),
+        "published_per_s": round(rates["published"]),
+        "mapping_per_s": round(mapping),
+        "fake_graph_ceiling_per_s": round(ceiling),
+        "ratio": round(rates["end_to_end"] / ceiling, 3),
         "machine": machine(),
     }
     click.echo(json.dumps(summary))

@@ -257,6 +257,8 @@ def _register_subcommands() -> None:
         bench_streams,
         demo,
         governance,
+        integrations,
+        keys,
         models,
         streams,
         upload,
@@ -268,6 +270,8 @@ def _register_subcommands() -> None:
     cli.add_command(demo.demo)
     cli.add_command(bench.bench)
     cli.add_command(streams.streams)
+    cli.add_command(keys.keys)
+    cli.add_command(integrations.integrations)
     for command in [*models.COMMANDS, *admin.COMMANDS, *governance.COMMANDS]:
         cli.add_command(command)
 
