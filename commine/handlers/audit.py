@@ -60,10 +60,10 @@ def record_cli_read(store: EventStore, actor: str, command: str, project: str | 
 
 
 def record_api_call(store: EventStore, actor: str, client: str, method: str, path: str, status: int) -> None:
-    """An API call of an authenticated user, with the project its path names."""
-    with store.engine.connect() as conn:
+    """An API call of an authenticated user, with the project its path names (one round trip on the hot path)."""
+    with store.engine.begin() as conn:
         project = project_of_path(conn, path)
-    access_log.record(store.engine, Access(actor, "api", client, f"{method} {path}", project, status))
+        access_log.append(conn, Access(actor, "api", client, f"{method} {path}", project, status))
 
 
 def project_of_path(conn: Connection, path: str) -> str | None:

@@ -13,7 +13,7 @@ import csv
 import io
 import json
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from commine.persistence import mldata, readmodels
@@ -42,11 +42,15 @@ CSV_COLUMNS = (
 
 @dataclass(frozen=True)
 class Export:
-    """What an export covers: how many messages, and the model version whose predictions it carries."""
+    """What an export covers: the dataset's messages in order, and the model version whose predictions it carries."""
 
     dataset_id: str
-    total: int
     model_version: int | None
+    rows: list[mldata.MessageRow] = field(repr=False)
+
+    @property
+    def total(self) -> int:
+        return len(self.rows)
 
 
 def plan(store: EventStore, dataset_id: str, version: int | None = None) -> Export:
@@ -55,14 +59,13 @@ def plan(store: EventStore, dataset_id: str, version: int | None = None) -> Expo
         model = mldata.model_row(conn, dataset_id, version)
         if version is not None and model is None:
             raise LookupError(f"dataset {dataset_id} has no model version {version}")
-        total = len(mldata.dataset_messages(conn, dataset_id))
-    return Export(dataset_id, total, model.version if model is not None else None)
+        rows = mldata.dataset_messages(conn, dataset_id)
+    return Export(dataset_id, model.version if model is not None else None, rows)
 
 
 def records(store: EventStore, export: Export, *, after: str | None = None) -> Iterator[dict[str, Any]]:
     """Every message of the export after the uid ``after`` (from the start when None), one dict each."""
-    with store.engine.connect() as conn:
-        rows = mldata.dataset_messages(conn, export.dataset_id)
+    rows = export.rows
     if after is not None:
         uids = [row.uid for row in rows]
         if after not in uids:

@@ -30,6 +30,12 @@ class Access:
 
 def record(engine: Engine, access: Access, at: datetime | None = None) -> None:
     """Append one access in its own transaction: it stands whatever the request does next."""
+    with engine.begin() as conn:
+        append(conn, access, at)
+
+
+def append(conn: Connection, access: Access, at: datetime | None = None) -> None:
+    """Append one access in the caller's transaction."""
     row = {
         "at": at or datetime.now(UTC),
         "actor": access.actor[:256],
@@ -40,8 +46,7 @@ def record(engine: Engine, access: Access, at: datetime | None = None) -> None:
         "status": access.status,
         "detail": access.detail,
     }
-    with engine.begin() as conn:
-        conn.execute(t.access_log.insert().values(row))
+    conn.execute(t.access_log.insert().values(row))
 
 
 def page(

@@ -221,10 +221,8 @@ def _scratch_database(url: str, tag: str) -> str:
 def run_end_to_end(settings: Any, comments: list[dict[str, Any]], workers: int, batch_size: int) -> tuple[float, float]:
     """Messages per second stored (events committed) and projected (read model caught up)."""
     from commine.bootstrap import bootstrap
-    from commine.broker.topology import delete_topology
     from commine.handlers.commands import create_project, create_source
     from commine.integrations.ingest_client import make_body, send, wait_for_receipts
-    from commine.persistence.engine import drop_database
     from commine.persistence.schema import checkpoints
 
     url = _scratch_database(settings.database_url, "e2e")
@@ -263,14 +261,22 @@ def run_end_to_end(settings: Any, comments: list[dict[str, Any]], workers: int, 
         _wait("projected", len(comments), projected, timeout=1800)
         projected_time = time.perf_counter() - started
     finally:
-        for proc in procs:
-            proc.terminate()
-        for proc in procs:
-            proc.wait(timeout=60)
-        delete_topology(settings.amqp_url, prefix)
-        app.close()
-        drop_database(url)
+        _tear_down(procs, settings.amqp_url, prefix, app, url)
     return len(comments) / stored, len(comments) / projected_time, len(comments) / published
+
+
+def _tear_down(procs: list[Any], amqp_url: str, prefix: str, app: Any, url: str) -> None:
+    """Stop the workers, then delete the run's queues and database."""
+    from commine.broker.topology import delete_topology
+    from commine.persistence.engine import drop_database
+
+    for proc in procs:
+        proc.terminate()
+    for proc in procs:
+        proc.wait(timeout=60)
+    delete_topology(amqp_url, prefix)
+    app.close()
+    drop_database(url)
 
 
 def _wait_for_consumers(amqp_url: str, queue: str, expected: int, timeout: float = 60) -> None:
@@ -428,12 +434,10 @@ def run_graph_sync(
 ) -> dict[str, float]:
     """Messages per second from the fake Graph into the store (receipts committed), and published."""
     from commine.bootstrap import bootstrap
-    from commine.broker.topology import delete_topology
     from commine.handlers.commands import create_project, create_source
     from commine.integrations.graph import SyncOptions, run_pass
     from commine.integrations.graph_config import Credential, Integration, Mailbox, add_integration
     from commine.integrations.ingest_client import wait_for_receipts
-    from commine.persistence.engine import drop_database
 
     url = _scratch_database(settings.database_url, "graph")
     prefix = f"bench{uuid.uuid4().hex[:8]}"
@@ -465,13 +469,7 @@ def run_graph_sync(
         if sum(r.new for r in receipts) != messages:
             raise click.ClickException("not every message was stored as new")
     finally:
-        for proc in procs:
-            proc.terminate()
-        for proc in procs:
-            proc.wait(timeout=60)
-        delete_topology(settings.amqp_url, prefix)
-        app.close()
-        drop_database(url)
+        _tear_down(procs, settings.amqp_url, prefix, app, url)
     return {"end_to_end": messages / stored, "published": messages / published}
 
 

@@ -262,7 +262,7 @@ def run(
 def _one_pass(app: Any, names: list[str] | None, options: Any, stopper: Any, *, wait: bool, timeout: float) -> bool:
     """Sync once, wait for the receipts, print a line per mailbox and the totals; True if one failed."""
     from commine.integrations.graph import run_pass
-    from commine.integrations.ingest_client import BatchRejected, IngestTimeout, wait_for_receipts
+    from commine.scripts.upload import wait_stored
 
     runner: Any = nullcontext()
     if app.settings.embedded:
@@ -278,13 +278,7 @@ def _one_pass(app: Any, names: list[str] | None, options: Any, stopper: Any, *, 
         click.echo(line)
     batch_ids = [b for r in results for b in r.batch_ids]
     if batch_ids and (wait or app.settings.embedded):
-        try:
-            with tqdm(total=len(batch_ids), unit="batch", desc="store", file=sys.stderr, disable=None) as bar:
-                receipts = wait_for_receipts(app, batch_ids, timeout=timeout, progress=bar.update)
-        except BatchRejected as exc:
-            fail(f"{exc}; see `commine deadletters`")
-        except IngestTimeout as exc:
-            fail(f"{exc}; is `commine worker` running?")
+        receipts = wait_stored(app, batch_ids, timeout)
         new, updated = sum(r.new for r in receipts), sum(r.updated for r in receipts)
         unchanged, rejected = sum(r.unchanged for r in receipts), sum(r.rejected for r in receipts)
         click.echo(f"{new} new, {updated} updated, {unchanged} unchanged, {rejected} rejected")

@@ -58,6 +58,20 @@ def publish_csv(
     return batch_ids, errors
 
 
+def wait_stored(app: Any, batch_ids: list[str], timeout: float) -> list[Any]:
+    """The receipts of published batches, with a progress bar; a clear failure when one is rejected or late."""
+    from commine.integrations.ingest_client import BatchRejected, IngestTimeout, wait_for_receipts
+
+    try:
+        with tqdm(total=len(batch_ids), unit="batch", desc="store", file=sys.stderr, disable=None) as bar:
+            return wait_for_receipts(app, batch_ids, timeout=timeout, progress=bar.update)
+    except BatchRejected as exc:
+        fail(f"{exc}; see `commine deadletters`")
+    except IngestTimeout as exc:
+        fail(f"{exc}; is `commine worker` running?")
+    raise AssertionError("unreachable")
+
+
 @click.command()
 @click.argument("source", metavar="PROJECT/SOURCE")
 @click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
@@ -97,7 +111,6 @@ def upload(
     The summary counts new, updated, unchanged and rejected comments.
     """
     from commine.handlers.commands import get_dataset, get_source
-    from commine.integrations.ingest_client import BatchRejected, IngestTimeout, wait_for_receipts
 
     if label_columns and not dataset:
         fail("--label-column needs --dataset PROJECT/DATASET")
@@ -129,13 +142,7 @@ def upload(
     if no_wait and not ctx.settings.embedded:
         click.echo(f"published {len(batch_ids)} batch(es); {len(errors)} row(s) rejected before publishing")
         return
-    try:
-        with tqdm(total=len(batch_ids), unit="batch", desc="store", file=sys.stderr, disable=None) as bar:
-            receipts = wait_for_receipts(app, batch_ids, timeout=timeout, progress=bar.update)
-    except BatchRejected as exc:
-        fail(f"{exc}; see `commine deadletters`")
-    except IngestTimeout as exc:
-        fail(f"{exc}; is `commine worker` running?")
+    receipts = wait_stored(app, batch_ids, timeout)
     for receipt in receipts:
         for error in receipt.errors:
             click.echo(f"{file}: comment {error['id']!r}: {error['field']}: {error['reason']}", err=True)
