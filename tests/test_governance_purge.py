@@ -91,7 +91,8 @@ def test_content_hashes_are_keyed_per_source_idempotent_and_shredded_by_the_purg
         assert key.wrapped_key is None and key.destroyed_at is not None
         with pytest.raises(ContentPurged):
             store.cipher.content_hasher(conn, first)
-        assert store.cipher.content_hasher(conn, second)(canonical(normalise_comment(same))) == b
+        hasher = store.cipher.content_hasher(conn, second)
+        assert hasher is not None and hasher(canonical(normalise_comment(same))) == b
     assert content_hash(normalise_comment(same)) == plain  # without a hasher: the plain digest, as before
 
 

@@ -470,12 +470,15 @@ class Cipher:
         blob = seal(key, version, orjson.dumps(secret), _comment_identity(event_id, payload))
         return {**payload, "comment": {**clear, SEALED: base64.b64encode(blob).decode()}}
 
-    def content_hasher(self, conn: Connection, source_id: str) -> Callable[[bytes], str]:
+    def content_hasher(self, conn: Connection, source_id: str) -> Callable[[bytes], str] | None:
         """HMAC-SHA256 under the source's hash key, hex: what ``MessageIngested.content_hash`` holds.
 
         Keyed, so a content hash in the log or the read models confirms nothing about a known text
-        to whoever lacks the key, and nothing at all once the purge has destroyed it.
+        to whoever lacks the key, and nothing at all once the purge has destroyed it. None (the plain
+        SHA-256) with encryption off: the text it hashes is stored in clear beside it anyway.
         """
+        if not self.enabled:
+            return None
         key = self.keyring.secret(conn, hash_owner(source_id))
         return lambda canonical: hmac.new(key, canonical, hashlib.sha256).hexdigest()
 
