@@ -480,7 +480,7 @@ class Cipher:
         if not self.enabled:
             return None
         key = self.keyring.secret(conn, hash_owner(source_id))
-        return lambda canonical: hmac.new(key, canonical, hashlib.sha256).hexdigest()
+        return lambda canonical: hmac.digest(key, canonical, "sha256").hex()  # one-shot, in OpenSSL
 
     # -- reading --
 
