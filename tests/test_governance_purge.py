@@ -344,8 +344,8 @@ def test_after_a_purge_no_derived_data_holds_anything_of_the_source(pg_url: str,
         train_dataset(store, dataset_id, actor="trainer")
         catch_up(store)
         with engine.connect() as conn:
-            old = mldata.load_artifact(conn, mldata.model_row(conn, dataset_id).artifact_hash)
-        assert MARKER.encode() in old  # the scan can see it: the first model learned the marker
+            first = mldata.model_row(conn, dataset_id).artifact_hash
+            assert MARKER.encode() in mldata.load_artifact(conn, first)  # the first model learned the marker
         assert {"embeddings", "predictions", "annotations", "messages"} <= scan_tables(engine, doomed)
 
         delete_source(store, "acme/doomed", reason="erasure", actor=ACTOR)
@@ -358,6 +358,9 @@ def test_after_a_purge_no_derived_data_holds_anything_of_the_source(pg_url: str,
             newest = mldata.model_row(conn, dataset_id)
             assert newest.version == 2 and MARKER.encode() not in mldata.load_artifact(conn, newest.artifact_hash)
             assert MARKER not in json.dumps(newest.metrics)
+            with pytest.raises(LookupError):  # the version that learned from the purged text is gone
+                mldata.load_artifact(conn, first)
+            assert conn.execute(sa.select(sa.func.count()).select_from(t.models)).scalar_one() == 2  # registry stays
         plan = exporting.plan(store, dataset_id)
         lines = [exporting.jsonl_line(record) for record in exporting.records(store, plan)]
         assert len(lines) == 120 and MARKER not in "".join(lines) and doomed not in "".join(lines)

@@ -26,6 +26,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from commine.broker.streams import stream_queue
+from commine.persistence import mldata
 from commine.persistence import schema as t
 from commine.persistence.engine import insert
 from commine.persistence.store import EventStore
@@ -121,3 +122,36 @@ def of_source(body: bytes, source_id: str) -> bool:
         return comment.get("source_id") == source_id or str(comment.get("uid", "")).startswith(f"{source_id}.")
     except (ValueError, KeyError, TypeError, AttributeError):
         return False
+
+
+# --- model artifacts -------------------------------------------------------------------------------------------------
+
+
+def drop_artifacts_of_purged(conn: Connection, dataset_id: str, newest: int) -> int:
+    """Delete the artifacts of the dataset's model versions trained before the last purge of one of its
+    sources, once version ``newest`` was trained after it; how many were deleted.
+
+    A model holds the vocabulary and weights it learned from its training text, so a version trained
+    on a purged source's messages keeps something of them, sealed with the dataset's key, which the
+    purge does not destroy. Retraining (``handlers.retrain``) makes a version without them; after
+    that the older versions' artifacts go. Their registry entries stay: the log says they existed.
+    """
+    e = t.events
+    sources = sa.select(t.dataset_sources.c.source_id).where(t.dataset_sources.c.dataset_id == dataset_id)
+    purged_at = conn.execute(
+        sa.select(sa.func.max(e.c.position)).where(e.c.type == PURGE, e.c.payload["source_id"].as_string().in_(sources))
+    ).scalar()
+    if purged_at is None:
+        return 0
+    trained = conn.execute(
+        sa.select(
+            e.c.payload["version"].as_integer(),
+            e.c.payload["artifact_hash"].as_string(),
+            e.c.payload["trained_on_position"].as_integer(),
+        ).where(e.c.type == "ModelTrained", e.c.payload["dataset_id"].as_string() == dataset_id)
+    ).all()
+    if not any(version == newest and position >= purged_at for version, _, position in trained):
+        return 0  # the newest version read its data before the purge: the retrain after it comes next
+    keep = {digest for version, digest, _ in trained if version == newest}
+    stale = {digest for _, digest, position in trained if position < purged_at} - keep
+    return mldata.drop_artifacts(conn, stale, kept_for=dataset_id) if stale else 0
