@@ -1,4 +1,4 @@
-"""Draining a purged source out of the stream queues.
+"""What a purge leaves outside the read models: stream queue messages and older model artifacts.
 
 ``SourcePurged`` crypto-shreds a source, and the streams read model drops its entries not yet
 delivered (``stream_projection``); fetch and the router skip any that a lagging read model still
@@ -13,6 +13,10 @@ onto it meanwhile. A broker that is down leaves the follower's position where it
 runs again on the next look, and draining twice drops nothing more. Messages a robot holds
 unacknowledged at that moment are out of reach of ``basic_get``; one that comes back to the queue
 later (the robot died or requeued it) is not drained again.
+
+Model versions trained on the source's messages keep what they learned from them: once the retrain
+the purge asks for has registered a version trained after it, ``drop_artifacts_of_purged`` deletes
+the older versions' artifacts (training calls it).
 """
 
 from __future__ import annotations
