@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from typing import Annotated
 
 import sqlalchemy as sa
-from fastapi import Depends, Request
+from fastapi import Depends, Query, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from commine.api.access import PRINCIPAL
@@ -83,3 +83,6 @@ def actor(user: Principal) -> str:
 
 Store = Annotated[Services, Depends(services)]
 Caller = Annotated[Principal, Depends(principal)]
+#: ``?reason=`` of a delete: why, kept in the deletion event for the audit trail.
+Reason = Annotated[str | None, Query(max_length=1000, description="Why, for the audit trail")]
+API_REASON = "deleted through the API"

@@ -48,6 +48,7 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
         404: "No such resource or route",
         405: "Method not allowed on this route",
         409: "Exists already, or lost a race with another writer (retry)",
+        410: "The content was purged (crypto-shredded) and can no longer be read",
     }.items()
 }
 

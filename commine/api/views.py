@@ -12,7 +12,7 @@ from commine.api.errors import ApiError
 from commine.domain.comment import format_timestamp
 from commine.domain.names import LABEL_SEPARATOR, check_project_name, check_resource_name
 from commine.persistence import schema as t
-from commine.persistence.encryption import open_comments
+from commine.persistence.encryption import open_comments, purged_message
 from commine.persistence.store import as_utc
 
 #: Label group of every label: commine has one taxonomy per dataset, the reference's default group.
@@ -33,16 +33,27 @@ def check_names(project: str, name: str | None = None, kind: str = "source") -> 
 # --- sources -------------------------------------------------------------------------------------
 
 
-def source_row(conn: Connection, *, project: str | None = None, name: str | None = None, source_id: str | None = None):  # type: ignore[no-untyped-def]
-    """A live source by name or id, or 404."""
-    query = sa.select(t.sources).where(t.sources.c.purged.is_(False))
+def source_row(  # type: ignore[no-untyped-def]
+    conn: Connection,
+    *,
+    project: str | None = None,
+    name: str | None = None,
+    source_id: str | None = None,
+    gone: bool = False,
+):
+    """A live source by name or id, or 404; with ``gone``, 410 when the source was purged (a read of its
+    content, which the purge destroyed, should say so rather than that it never existed)."""
+    query = sa.select(t.sources)
     if source_id is not None:
         query = query.where(t.sources.c.source_id == source_id)
     else:
         query = query.where(t.sources.c.project == project, t.sources.c.name == name)
-    row = conn.execute(query).first()
+    row = conn.execute(query.where(t.sources.c.purged.is_(False))).first()
     if row is None:
         what = f"id:{source_id}" if source_id is not None else f"{project}/{name}"
+        purged = conn.execute(query.order_by(t.sources.c.updated_at.desc())).first() if gone else None
+        if purged is not None:
+            raise ApiError(410, purged_message(f"source {what}", as_utc(purged.updated_at)))
         raise ApiError(404, f"source {what} does not exist")
     return row
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -272,7 +273,18 @@ def normalise_comment(raw: Any) -> dict[str, Any]:
     return comment
 
 
-def content_hash(comment: dict[str, Any]) -> str:
-    """SHA-256 of the canonical JSON of a normalised comment."""
-    canonical = json.dumps(comment, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-    return hashlib.sha256(canonical.encode()).hexdigest()
+#: Turns a comment's canonical bytes into its content hash: a keyed one (HMAC under the source's
+#: hash key, ``Cipher.content_hasher``) where the keys are at hand.
+Hasher = Callable[[bytes], str]
+
+
+def canonical(comment: dict[str, Any]) -> bytes:
+    """The canonical JSON of a normalised comment: the same bytes for the same content."""
+    return json.dumps(comment, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def content_hash(comment: dict[str, Any], hasher: Hasher | None = None) -> str:
+    """``hasher`` of the canonical JSON of a normalised comment; plain SHA-256 without one (the
+    hash of messages stored before hashes were keyed)."""
+    data = canonical(comment)
+    return hasher(data) if hasher is not None else hashlib.sha256(data).hexdigest()

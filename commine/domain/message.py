@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from commine.domain.aggregate import Aggregate
-from commine.domain.comment import content_hash
+from commine.domain.comment import Hasher, content_hash
 from commine.domain.errors import NotFound
 from commine.events import MessageDeleted, MessageIngested
 
@@ -29,10 +29,14 @@ class Message(Aggregate):
         self.content_hash = ""
         self.deleted = False
 
-    def ingest(self, comment: dict[str, Any], *, actor: str) -> str:
-        """Record a normalised comment; returns ``new``, ``updated`` or ``unchanged``."""
-        digest = content_hash(comment)
-        if self.exists and not self.deleted and digest == self.content_hash:
+    def ingest(self, comment: dict[str, Any], *, actor: str, hasher: Hasher | None = None) -> str:
+        """Record a normalised comment; returns ``new``, ``updated`` or ``unchanged``.
+
+        ``hasher`` keys the content hash (the source's hash key). A message last stored with the
+        plain SHA-256 of older versions still compares as unchanged when its content is the same.
+        """
+        digest = content_hash(comment, hasher)
+        if self.exists and not self.deleted and self._same(digest, comment, hasher):
             return UNCHANGED
         change = UPDATED if self.exists and not self.deleted else NEW
         self.record(
@@ -45,6 +49,11 @@ class Message(Aggregate):
             change=change,
         )
         return change
+
+    def _same(self, digest: str, comment: dict[str, Any], hasher: Hasher | None) -> bool:
+        if digest == self.content_hash:
+            return True
+        return hasher is not None and content_hash(comment) == self.content_hash
 
     def delete(self, *, reason: str, actor: str) -> None:
         if not self.exists or self.deleted:

@@ -28,6 +28,8 @@ from commine.persistence.store import EventStore, as_utc
 
 #: The event type an access has in the audit query, beside the event log's own types.
 ACCESS = "DataAccessed"
+#: Deletions: their entries carry the reason given, beside who deleted what and when.
+DELETIONS = ("MessageDeleted", "SourcePurged", "DatasetDeleted")
 #: Rows read per round trip while filling a page with what the caller may see.
 SCAN = 1000
 _RESOURCE = re.compile(r"^/api/(?:v1|_private)/(?:sources|datasets|projects)/([^/]+)")
@@ -128,7 +130,8 @@ def _changes(
     if wanted.event_types is not None and not types:
         return [], True
     e = t.events
-    query = sa.select(e.c.position, e.c.event_id, e.c.type, e.c.aggregate_id, e.c.actor, e.c.recorded_at)
+    reason = sa.case((e.c.type.in_(DELETIONS), e.c.payload["reason"].as_string()), else_=None).label("reason")
+    query = sa.select(e.c.position, e.c.event_id, e.c.type, e.c.aggregate_id, e.c.actor, e.c.recorded_at, reason)
     if wanted.minimum is not None:
         query = query.where(e.c.recorded_at >= wanted.minimum)
     if wanted.maximum is not None:
@@ -200,6 +203,7 @@ def _change(row: Any, project: str | None, datasets: dict[str, Any]) -> dict[str
         "position": row.position,
         "aggregate_id": row.aggregate_id,
         "access_id": None,
+        "reason": row.reason,
     }
 
 

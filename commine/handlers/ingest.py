@@ -199,8 +199,9 @@ def _decide(
     loaded = store.read_aggregates(sorted({aggregate_id for aggregate_id, _ in accepted}), conn)
     messages = {aggregate_id: Message.replay(aggregate_id, events) for aggregate_id, events in loaded.items()}
     events: list[DomainEvent] = []
+    hasher = store.cipher.content_hasher(conn, source.source_id) if accepted else None
     for aggregate_id, comment in accepted:
-        change = messages[aggregate_id].ingest(comment, actor=batch.actor)
+        change = messages[aggregate_id].ingest(comment, actor=batch.actor, hasher=hasher)
         if change == NEW:
             receipt.new += 1
         elif change == UPDATED:

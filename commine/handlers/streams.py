@@ -45,6 +45,7 @@ from commine.domain.stream import (
 from commine.handlers.commands import get_dataset, load, new_id, run
 from commine.persistence import projections, streamdata
 from commine.persistence import schema as t
+from commine.persistence.encryption import is_purged
 from commine.persistence.engine import insert
 from commine.persistence.store import ConcurrencyError, EventStore, as_utc
 
@@ -295,10 +296,11 @@ def _scan(
 def _results(conn: Connection, stream: Any, entries: Sequence[Any]) -> list[dict[str, Any]]:
     """Stream results in the reference's shape: the comment, the labels meeting their thresholds, the sequence id."""
     found = streamdata.comments(conn, stream.dataset_id, [entry.uid for entry in entries])
+    # A purged message the read models have not dropped yet opens as a placeholder: never deliver it.
     return [
         {"comment": found[entry.uid], "labels": entry.labels, "entities": [], "sequence_id": str(entry.seq)}
         for entry in entries
-        if entry.uid in found
+        if entry.uid in found and not is_purged(found[entry.uid])
     ]
 
 

@@ -22,6 +22,7 @@ from sqlalchemy.engine import Connection, Engine
 from commine.domain.model import ModelVersions, models_aggregate_id
 from commine.events import ModelTrained, PredictionsRecorded
 from commine.handlers.commands import run
+from commine.handlers.purge import drop_artifacts_of_purged
 from commine.ml import validation
 from commine.ml.encoders import MINILM, WORDLLAMA, encoder, minilm_installed
 from commine.ml.fasttext_model import FastTextParams
@@ -144,6 +145,8 @@ def train_dataset(
     trained = registry.newest
     assert trained is not None
     record_predictions(store, dataset_id, trained.version, [m.uid for m in data.messages], data.labels, scores, actor)
+    with store.transaction() as conn:  # older versions that learned from a purged source go now
+        drop_artifacts_of_purged(conn, dataset_id, trained.version)
     progress("done", 1.0)
     return trained
 

@@ -22,7 +22,10 @@ and ``thread_id`` in clear and everything else (messages, addresses, subjects, b
 properties, attachments) moves into ``comment["sealed"]`` (base64). The log keeps its shape, and
 the projections' fast path reads the clear fields straight from the stored JSON.
 
-Crypto-shredding: ``SourcePurged`` destroys the source's data keys in the purge's own transaction
+Content hashes (``MessageIngested.content_hash``, what re-sync compares) are HMAC-SHA256 under the
+source's own *hash key* (owner ``hash:source:<id>``), so a hash of a known text confirms nothing.
+
+Crypto-shredding: ``SourcePurged`` destroys the source's data keys and hash key in the purge's own transaction
 (the rows stay, emptied, so nothing ever creates a key for that source again, and replay, which
 never appends, cannot bring one back). Reads then give a placeholder comment
 (``{"id", "timestamp", "purged": True}``) or, when asked to be strict, raise ``ContentPurged``.
@@ -33,11 +36,12 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
+import hmac
 import logging
 import os
 import struct
 import weakref
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -91,6 +95,16 @@ def source_owner(source_id: str) -> str:
 
 def dataset_owner(dataset_id: str) -> str:
     return f"dataset:{dataset_id}"
+
+
+def hash_owner(source_id: str) -> str:
+    """The owner of a source's *hash key*, which keys its messages' content hashes (HMAC-SHA256).
+
+    A key of its own, not a data key version: rotating the data key must not change the hashes
+    (re-syncing an unchanged message stays ``unchanged``), and the purge destroys it with the data
+    key, so a hash of known text can no longer confirm what a purged message said.
+    """
+    return f"hash:source:{source_id}"
 
 
 # --- master keys ------------------------------------------------------------------------------------------------------
@@ -250,6 +264,7 @@ class Keyring:
         # Unwrapped keys by the exact wrapped bytes read from the table: a row rolled back, re-wrapped
         # or destroyed reads differently, so the cache can never hand out a key the table no longer has.
         self._unwrapped: dict[tuple[str, int, str, bytes], AESGCM] = {}
+        self._secrets: dict[tuple[str, int, str, bytes], bytes] = {}
 
     def load(self, conn: Connection, owners: Iterable[str]) -> Keys:
         keys = Keys()
@@ -269,6 +284,22 @@ class Keyring:
             raw = self.wrapper.unwrap(row.master_key_id, bytes(row.wrapped_key), _key_context(row.owner, row.version))
             key = self._unwrapped[cache_key] = AESGCM(raw)
         return key
+
+    def secret(self, conn: Connection, owner: str) -> bytes:
+        """The raw bytes of ``owner``'s single-version key (created on first use): an HMAC key, not a cipher."""
+        query = sa.select(t.data_keys).where(t.data_keys.c.owner == owner, t.data_keys.c.version == 1)
+        row = conn.execute(query).first()
+        if row is None:
+            self.add_version(conn, owner, first=True)
+            row = conn.execute(query).one()
+        if row.wrapped_key is None:
+            raise ContentPurged(f"{owner} was purged: its key is destroyed")
+        cache_key = (row.owner, row.version, row.master_key_id, bytes(row.wrapped_key))
+        raw = self._secrets.get(cache_key)
+        if raw is None:
+            context = _key_context(row.owner, row.version)
+            raw = self._secrets[cache_key] = self.wrapper.unwrap(row.master_key_id, bytes(row.wrapped_key), context)
+        return raw
 
     def current(self, conn: Connection, owner: str, *, create: bool = True) -> tuple[int, AESGCM]:
         """The newest version of ``owner``'s data key (created if it has none and ``create``)."""
@@ -338,9 +369,10 @@ class Keyring:
 
 
 def shred_source(conn: Connection, keyring: Keyring, source_id: str) -> None:
-    """Crypto-shred a source: destroy its data keys, and delete what was computed from its text and is
-    kept outside the read models (its embeddings), which no key protects."""
+    """Crypto-shred a source: destroy its data keys and its hash key, and delete what was computed from
+    its text and is kept outside the read models (its embeddings), which no key protects."""
     keyring.destroy(conn, source_owner(source_id))
+    keyring.destroy(conn, hash_owner(source_id))
     conn.execute(t.embeddings.delete().where(t.embeddings.c.source_id == source_id))
 
 
@@ -391,6 +423,12 @@ def is_purged(comment: Mapping[str, Any]) -> bool:
     return bool(comment.get(PURGED))
 
 
+def purged_message(what: str, moment: datetime | None = None) -> str:
+    """What a read of crypto-shredded content says (the API with HTTP 410 Gone, the CLI as its error)."""
+    at = f" on {moment.isoformat(timespec='seconds')}" if moment is not None else ""
+    return f"{what} was purged{at}: its content was destroyed (crypto-shredded) and can no longer be read"
+
+
 class Cipher:
     """Seals the customer text of payloads on append and opens it on read.
 
@@ -431,6 +469,18 @@ class Cipher:
         secret = {name: value for name, value in comment.items() if name not in CLEAR_COMMENT_FIELDS}
         blob = seal(key, version, orjson.dumps(secret), _comment_identity(event_id, payload))
         return {**payload, "comment": {**clear, SEALED: base64.b64encode(blob).decode()}}
+
+    def content_hasher(self, conn: Connection, source_id: str) -> Callable[[bytes], str] | None:
+        """HMAC-SHA256 under the source's hash key, hex: what ``MessageIngested.content_hash`` holds.
+
+        Keyed, so a content hash in the log or the read models confirms nothing about a known text
+        to whoever lacks the key, and nothing at all once the purge has destroyed it. None (the plain
+        SHA-256) with encryption off: the text it hashes is stored in clear beside it anyway.
+        """
+        if not self.enabled:
+            return None
+        key = self.keyring.secret(conn, hash_owner(source_id))
+        return lambda canonical: hmac.digest(key, canonical, "sha256").hex()  # one-shot, in OpenSSL
 
     # -- reading --
 

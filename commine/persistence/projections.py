@@ -157,9 +157,11 @@ def _source_created(conn: Connection, e: SourceCreated) -> None:
 
 
 def _source_purged(conn: Connection, e: SourcePurged) -> None:
+    """The source is marked purged, and its messages' annotations go: derived from text no one can read again."""
     conn.execute(
         t.sources.update().where(t.sources.c.source_id == e.source_id).values(purged=True, updated_at=e.occurred_at)
     )
+    conn.execute(t.annotations.delete().where(t.annotations.c.uid.startswith(f"{e.source_id}.", autoescape=True)))
 
 
 def _source_updated(conn: Connection, e: SourceUpdated) -> None:
@@ -406,6 +408,10 @@ def _predictions(conn: Connection, batch: list[StoredEvent]) -> None:
                     "labels": item["labels"],
                     "position": stored.position,
                 }
+        elif isinstance(event, SourcePurged):  # in log order: earlier predictions of the source go too
+            prefix = f"{event.source_id}."
+            rows = {key: row for key, row in rows.items() if not key[2].startswith(prefix)}
+            conn.execute(t.predictions.delete().where(t.predictions.c.uid.startswith(prefix, autoescape=True)))
     # A dataset deleted by now (later in the batch, or while its model was predicting) keeps no predictions.
     alive = {dataset_id for dataset_id, _, _ in rows if _exists(conn, dataset_id)}
     kept = [row for key, row in rows.items() if key[0] in alive]

@@ -29,6 +29,14 @@ def get_comment(engine: Engine, source_id: str, comment_id: str) -> dict[str, An
         return dict(open_comments(conn, [(event.event_id, event.payload)])[0])
 
 
+def source_by_name(engine: Engine, project: str, name: str) -> Any:
+    """The live source of that name, else the last purged one (a read should say it was purged), else None."""
+    s = t.sources
+    query = sa.select(s).where(s.c.project == project, s.c.name == name)
+    with engine.connect() as conn:
+        return conn.execute(query.order_by(s.c.purged, s.c.updated_at.desc())).first()
+
+
 def status(engine: Engine) -> dict[str, Any]:
     """Per project: sources with message counts, datasets with annotation counts, models, streams."""
     with engine.connect() as conn:

@@ -77,6 +77,58 @@ def sources_add(ctx: Context, full_name: str, title: str, description: str, lang
     click.echo(f"created source {full_name} (id {source.source_id})")
 
 
+@sources.command("delete")
+@click.argument("full_name", metavar="PROJECT/SOURCE")
+@click.option("--reason", default="", help="Why, for the audit trail.")
+@click.confirmation_option(prompt="Purge the source? Its messages' content is destroyed for good (crypto-shredded).")
+@pass_context
+def sources_delete(ctx: Context, full_name: str, reason: str) -> None:
+    """Delete a source: ``SourcePurged`` destroys its data key, so no one can read its messages again."""
+    from commine.handlers.commands import delete_source
+    from commine.persistence.projections import catch_up
+
+    try:
+        source = delete_source(ctx.store, full_name, reason=reason, actor=actor_name())
+    except DomainError as exc:
+        fail(str(exc))
+    catch_up(ctx.store)
+    click.echo(f"purged source {full_name} (id {source.source_id}); the purge stays in the log for auditors")
+
+
+@sources.command("comment")
+@click.argument("full_name", metavar="PROJECT/SOURCE")
+@click.argument("comment_id")
+@pass_context
+def sources_comment(ctx: Context, full_name: str, comment_id: str) -> None:
+    """Print one stored comment as JSON; the read goes in the access log."""
+    import json
+
+    from commine.domain.names import split_full_name
+    from commine.handlers.audit import record_cli_read
+    from commine.persistence import readmodels
+    from commine.persistence.encryption import is_purged, purged_message
+    from commine.persistence.store import as_utc
+
+    try:
+        project, name = split_full_name("source", full_name)
+    except DomainError as exc:
+        fail(str(exc))
+    source = readmodels.source_by_name(ctx.store.engine, project, name)
+    comment = None
+    if source is not None and not source.purged:
+        comment = readmodels.get_comment(ctx.store.engine, source.source_id, comment_id)
+    purged = source is not None and (source.purged or (comment is not None and is_purged(comment)))
+    if source is not None:
+        detail = {"comment_id": comment_id, "found": comment is not None, "purged": purged}
+        record_cli_read(ctx.store, actor_name(), f"sources comment {full_name} {comment_id}", project, **detail)
+    if purged:
+        moment = as_utc(source.updated_at) if source.purged else None
+        fail(purged_message(f"comment {comment_id!r} of source {full_name}", moment))
+    if comment is None:
+        fail(f"comment {comment_id!r} does not exist in {full_name}")
+    click.echo(json.dumps(comment, indent=2, ensure_ascii=False))
+
+
 @cli.group()
 def datasets() -> None:
     """Datasets: sources grouped under one taxonomy of labels."""

@@ -133,6 +133,8 @@ def _line(entry: dict[str, Any]) -> str:
         what = f"{entry['action']} -> {entry['status']} from {entry['client']} ({entry['channel']})"
     else:
         what = f"{entry['event_type']} {entry['aggregate_id']} (position {entry['position']})"
+        if entry.get("reason"):
+            what += f" reason: {entry['reason']}"
     return f"{when}  {entry['actor']}  {project}  {what}"
 
 

@@ -191,12 +191,19 @@ def streams_delete(ctx: Context, dataset: str, name: str, yes: bool) -> None:
 @click.option("--max-filtered", default=None, type=int)
 @pass_context
 def streams_fetch(ctx: Context, dataset: str, name: str, size: int, max_filtered: int | None) -> None:
-    """Print the next results past the cursor as JSON, without moving it."""
+    """Print the next results past the cursor as JSON, without moving it.
+
+    The results carry message text, so the fetch goes in the access log like an API read does.
+    """
+    from commine.handlers.audit import record_cli_read
     from commine.handlers.streams import fetch
     from commine.persistence.projections import catch_up
 
     catch_up(ctx.store)
-    _echo_json(_call(fetch, ctx.store, dataset, name, size=size, max_filtered=max_filtered))
+    page = _call(fetch, ctx.store, dataset, name, size=size, max_filtered=max_filtered)
+    detail = {"stream": name, "results": len(page["results"]), "sequence_id": page["sequence_id"]}
+    record_cli_read(ctx.store, actor_name(), f"streams fetch {dataset} {name}", dataset.partition("/")[0], **detail)
+    _echo_json(page)
 
 
 @streams.command("advance")

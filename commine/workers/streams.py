@@ -1,4 +1,5 @@
-"""The worker's stream loop: route queue-delivered streams and record robots' exceptions.
+"""The worker's stream loop: route queue-delivered streams, record robots' exceptions, and drain
+purged sources' messages off the stream queues (``handlers.purge``).
 
 The ``project`` actor routes right after new predictions reach the read models; this loop
 covers what no ingestion nudges (a stream created, a threshold changed or a reset from the
@@ -12,6 +13,7 @@ import logging
 import threading
 
 from commine.broker.streams import StreamPublisher
+from commine.handlers.purge import drain_purged_sources
 from commine.handlers.streams import record_exceptions, route_streams
 from commine.persistence.store import EventStore
 
@@ -36,7 +38,8 @@ class StreamLoop(threading.Thread):
         try:
             while not self._stop_event.is_set():
                 try:
-                    busy = route_streams(self.store, publisher) > 0
+                    busy = drain_purged_sources(self.store, self.amqp_url, self.prefix) > 0
+                    busy |= route_streams(self.store, publisher) > 0
                     busy |= record_exceptions(self.store, self.amqp_url, self.prefix) > 0
                 except Exception:  # a database or broker restart: log it and look again later
                     log.exception("stream routing failed; retrying")

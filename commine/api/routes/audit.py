@@ -95,6 +95,8 @@ def _entry(entry: dict[str, Any]) -> dict[str, Any]:
         "position": entry["position"],
         "aggregate_id": entry["aggregate_id"],
     }
+    if entry.get("reason") is not None:
+        shaped["reason"] = entry["reason"]
     if entry["access_id"] is not None:
         shaped.update({k: entry[k] for k in ("access_id", "channel", "client", "action", "status")})
     return shaped

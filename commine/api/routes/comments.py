@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from fastapi import APIRouter, Query
 from pydantic import BaseModel
 
-from commine.api.deps import Caller, Services, Store, actor, require
+from commine.api.deps import API_REASON, Caller, Reason, Services, Store, actor, require
 from commine.api.errors import ApiError
 from commine.api.views import annotated_uids, check_names, comment_view, source_row, stored_comments
 from commine.domain.access import SOURCES_ADMIN, SOURCES_READ, SOURCES_READ_SENSITIVE, Principal, allowed
@@ -21,6 +21,7 @@ from commine.domain.message import Message, message_aggregate_id
 from commine.handlers.ingest import MAX_BATCH, handle_ingest
 from commine.handlers.labels import live_messages
 from commine.persistence import schema as t
+from commine.persistence.encryption import is_purged, purged_message
 from commine.persistence.store import as_utc
 
 router = APIRouter(tags=["comments"])
@@ -94,13 +95,20 @@ def get_comment(project: str, name: str, comment_id: str, store: Store, user: Ca
     require(user, project, SOURCES_READ)
     m = t.messages
     with store.store.engine.connect() as conn:
-        source = source_row(conn, project=project, name=name)
+        try:
+            source = source_row(conn, project=project, name=name, gone=True)
+        except ApiError as exc:
+            if exc.status_code == 410:
+                raise ApiError(410, f"comment {comment_id!r} of {exc.message}") from None
+            raise
         row = conn.execute(
             sa.select(m).where(m.c.source_id == source.source_id, m.c.comment_id == comment_id, m.c.deleted.is_(False))
         ).first()
         if row is None:
             raise ApiError(404, f"comment {comment_id!r} does not exist in {project}/{name}")
         comment = stored_comments(conn, [row])[row.position]
+        if is_purged(comment):  # purged, and the read models not yet caught up with it
+            raise ApiError(410, purged_message(f"comment {comment_id!r} of source {project}/{name}"))
         annotated = annotated_uids(conn, [f"{source.source_id}.{comment_id}"])
     view = comment_view(
         comment,
@@ -119,7 +127,12 @@ def _hidden(user: Principal, source: Any) -> list[str]:
 
 @router.delete("/api/v1/sources/{project}/{name}/comments", summary="Delete comments by id (`?id=a&id=b`)")
 def delete_comments(
-    project: str, name: str, store: Store, user: Caller, id: Annotated[list[str] | None, Query()] = None
+    project: str,
+    name: str,
+    store: Store,
+    user: Caller,
+    id: Annotated[list[str] | None, Query()] = None,
+    reason: Reason = None,
 ) -> dict[str, Any]:
     check_names(project, name)
     require(user, project, SOURCES_ADMIN)
@@ -132,7 +145,7 @@ def delete_comments(
     events = []
     for aggregate_id, history in loaded.items():
         message = Message.replay(aggregate_id, history)
-        message.delete(reason="deleted through the API", actor=actor(user))  # NotFound: 404, nothing deleted
+        message.delete(reason=reason or API_REASON, actor=actor(user))  # NotFound: 404, nothing deleted
         events.extend(message.collect())
     store.store.append(events)
     store.written()
@@ -175,7 +188,7 @@ def page_comments(
         raise ApiError(400, str(exc)) from None
     position = _continuation(after)
     with store.store.engine.connect() as conn:
-        source = source_row(conn, project=project, name=name)
+        source = source_row(conn, project=project, name=name, gone=True)
         query = sa.select(m).where(m.c.source_id == source.source_id, m.c.deleted.is_(False))
         if start is not None:
             query = query.where(m.c.timestamp >= start)

@@ -8,7 +8,7 @@ from typing import Any
 from fastapi import APIRouter
 from pydantic import BaseModel, Field
 
-from commine.api.deps import Caller, Store, actor, require
+from commine.api.deps import API_REASON, Caller, Reason, Store, actor, require
 from commine.api.errors import ApiError
 from commine.api.views import DEFAULT_GROUP, check_names, dataset_row, dataset_rows, dataset_view, source_row
 from commine.domain.access import DATASETS_ADMIN, LABELS_READ, allowed
@@ -210,33 +210,33 @@ def export_dataset(project: str, name: str, body: ExportRequest, store: Store, u
 _EXPORTED = ("labelling", "model_version", "predictions")
 
 
-def _delete(store: Store, user: Caller, project: str, name: str) -> dict[str, Any]:
+def _delete(store: Store, user: Caller, project: str, name: str, reason: str | None) -> dict[str, Any]:
     require(user, project, DATASETS_ADMIN)
-    commands.delete_dataset(store.store, f"{project}/{name}", reason="deleted through the API", actor=actor(user))
+    commands.delete_dataset(store.store, f"{project}/{name}", reason=reason or API_REASON, actor=actor(user))
     store.written()
     return {"status": "ok"}
 
 
 @router.delete("/api/v1/datasets/{ref}", summary="Delete a dataset by id (`id:<hex>`)")
-def delete_dataset_by_id(ref: str, store: Store, user: Caller) -> dict[str, Any]:
+def delete_dataset_by_id(ref: str, store: Store, user: Caller, reason: Reason = None) -> dict[str, Any]:
     dataset_id = _ref(ref)
     if dataset_id is None:
         raise ApiError(400, "delete a dataset by its id (id:<hex>) or as /api/v1/datasets/<project>/<name>")
     with store.store.engine.connect() as conn:
         row = dataset_row(conn, dataset_id=dataset_id)
-    return _delete(store, user, row.project, row.name)
+    return _delete(store, user, row.project, row.name, reason)
 
 
 @router.delete(
     "/api/v1/datasets/{project}/{name}",
     summary="Delete a dataset: its annotations, models and streams go, its sources stay",
 )
-def delete_dataset(project: str, name: str, store: Store, user: Caller) -> dict[str, Any]:
+def delete_dataset(project: str, name: str, store: Store, user: Caller, reason: Reason = None) -> dict[str, Any]:
     check_names(project, name, "dataset")
     require(user, project, DATASETS_ADMIN)
     with store.store.engine.connect() as conn:
         dataset_row(conn, project=project, name=name)
-    return _delete(store, user, project, name)
+    return _delete(store, user, project, name, reason)
 
 
 @router.put("/api/_private/datasets/{project}/{name}/labels/{group}", summary="Define labels in bulk")

@@ -7,7 +7,7 @@ from typing import Any
 from fastapi import APIRouter
 from pydantic import BaseModel, Field
 
-from commine.api.deps import Caller, Store, actor, require
+from commine.api.deps import API_REASON, Caller, Reason, Store, actor, require
 from commine.api.errors import ApiError
 from commine.api.views import check_names, source_row, source_rows, source_view
 from commine.domain.access import SOURCES_ADMIN, SOURCES_READ, allowed
@@ -123,15 +123,13 @@ def update_source(project: str, name: str, body: SourceRequest, store: Store, us
 
 
 @router.delete("/{ref}", summary="Delete a source by id (`id:<hex>`)")
-def delete_source(ref: str, store: Store, user: Caller) -> dict[str, Any]:
+def delete_source(ref: str, store: Store, user: Caller, reason: Reason = None) -> dict[str, Any]:
     source_id = _by_id(ref)
     if source_id is None:
         raise ApiError(400, "delete a source by its id: DELETE /api/v1/sources/id:<source id>")
     with store.store.engine.connect() as conn:
         row = source_row(conn, source_id=source_id)
     require(user, row.project, SOURCES_ADMIN)
-    commands.delete_source(
-        store.store, f"{row.project}/{row.name}", reason="deleted through the API", actor=actor(user)
-    )
+    commands.delete_source(store.store, f"{row.project}/{row.name}", reason=reason or API_REASON, actor=actor(user))
     store.written()
     return {"status": "ok"}
