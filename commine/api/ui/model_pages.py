@@ -1,0 +1,263 @@
+"""Validation, Streams, Reports and Audit pages of a dataset's workspace."""
+
+from __future__ import annotations
+
+from collections import Counter, defaultdict
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import numpy as np
+import sqlalchemy as sa
+from fastapi import APIRouter, Request
+from fastapi.responses import HTMLResponse
+
+from commine.api.deps import Store
+from commine.api.ui.charts import bars, pr_curve
+from commine.api.ui.core import PageError, PageUser, need, render
+from commine.api.ui.data import model_metrics, model_rows, view_of
+from commine.api.ui.pages import workspace
+from commine.domain.access import AUDIT_READ, STREAMS_CONSUME
+from commine.handlers import audit, history, streams
+from commine.handlers.insight import drift, thresholds
+from commine.persistence import schema as t
+
+router = APIRouter(include_in_schema=False)
+
+SORTS = ("name", "precision", "recall", "average_precision", "support", "examples")
+
+
+def _label_rows(metrics: dict[str, Any]) -> list[dict[str, Any]]:
+    """Per label: its validation figures, examples trained on, and warnings."""
+    examples = metrics.get("examples") or {}
+    rows = []
+    for report in (metrics.get("validation") or {}).get("labels", []):
+        warnings = []
+        n = examples.get(report["name"], 0)
+        if n < 25:
+            warnings.append(f"only {n} examples")
+        if report.get("average_precision") is not None and report["average_precision"] < 0.5:
+            warnings.append("low average precision")
+        if not report.get("support"):
+            warnings.append("no held-out example")
+        rows.append({**report, "examples": n, "warnings": warnings})
+    return rows
+
+
+@router.get("/d/{project}/{name}/validation", response_class=HTMLResponse)
+def validation(
+    request: Request,
+    project: str,
+    name: str,
+    store: Store,
+    user: PageUser,
+    version: int | None = None,
+    compare: int | None = None,
+    sort: str = "name",
+    desc: bool = False,
+    label: str = "",
+) -> HTMLResponse:
+    """The rating with its factors, the sortable per-label table, one label's PR curve, a comparison."""
+    ws = workspace(store, user, project, name, "validation")
+    dataset_id = ws["dataset"].dataset_id
+    with store.store.engine.connect() as conn:
+        versions = model_rows(conn, dataset_id)
+        model = model_metrics(conn, dataset_id, version) if versions else None
+        other = model_metrics(conn, dataset_id, compare) if compare else None
+    if version is not None and model is None:
+        raise PageError(404, f"no model version {version}")
+    context: dict[str, Any] = {"versions": versions, "model": model, "sort": sort, "desc": desc, "other": other}
+    if model is not None:
+        metrics = model.metrics or {}
+        rows = _label_rows(metrics)
+        key = sort if sort in SORTS else "name"
+        rows.sort(key=lambda r: (r.get(key) is None, r.get(key) or 0) if key != "name" else r["name"], reverse=desc)
+        chosen = next((r for r in rows if r["name"] == label), rows[0] if rows else None)
+        chart = pr_curve(chosen["curve"], chosen.get("presets") or {}, chosen["name"]) if chosen else ""
+        context.update(
+            metrics=metrics,
+            rating=metrics.get("rating") or {},
+            rows=rows,
+            chosen=chosen,
+            chart=chart,
+            comparison=_compare(metrics, (other.metrics or {}) if other is not None else None),
+        )
+        if ws["can"]["triggers-admin"]:
+            context["streams"] = streams.list_streams(store.store, f"{project}/{name}")
+    return render(request, "validation.html", user, **ws, **context)
+
+
+def _compare(mine: dict[str, Any], theirs: dict[str, Any] | None) -> list[dict[str, Any]] | None:
+    """Per label, average precision in both versions and the change."""
+    if theirs is None:
+        return None
+    before = {r["name"]: r for r in (theirs.get("validation") or {}).get("labels", [])}
+    out = []
+    for report in (mine.get("validation") or {}).get("labels", []):
+        old = (before.get(report["name"]) or {}).get("average_precision")
+        new = report.get("average_precision")
+        change = None if old is None or new is None else new - old
+        out.append({"name": report["name"], "old": old, "new": new, "change": change})
+    return out
+
+
+@router.get("/d/{project}/{name}/streams", response_class=HTMLResponse)
+def streams_page(
+    request: Request, project: str, name: str, store: Store, user: PageUser, stream: str = ""
+) -> HTMLResponse:
+    """The dataset's streams with backlog, throughput and exceptions; create or edit one with threshold sliders."""
+    ws = workspace(store, user, project, name, "streams")
+    need(user, project, STREAMS_CONSUME, "opening the streams of this dataset")
+    full = f"{project}/{name}"
+    listed = streams.list_streams(store.store, full)
+    chosen = next((s for s in listed if s["name"] == stream), None)
+    dataset_id = ws["dataset"].dataset_id
+    with store.store.engine.connect() as conn:
+        model = model_metrics(conn, dataset_id, chosen["model"]["version"] if chosen else None)
+        throughput = _throughput(conn, [s["id"] for s in listed])
+    exceptions = streams.list_exceptions(store.store, full, chosen["name"])[:50] if chosen else []
+    rows = []
+    if model is not None:
+        current = {
+            "".join(x["name"]) if isinstance(x["name"], str) else " > ".join(x["name"]): x["threshold"]
+            for x in (chosen["model"]["label_thresholds"] if chosen else [])
+        }
+        for report in _label_rows(model.metrics or {}):
+            presets = report.get("presets") or {}
+            rows.append(
+                {
+                    "name": report["name"],
+                    "presets": presets,
+                    "threshold": current.get(report["name"], presets.get("balanced") or 0.5),
+                    "included": report["name"] in current if chosen else False,
+                }
+            )
+    return render(
+        request,
+        "streams.html",
+        user,
+        **ws,
+        listed=listed,
+        chosen=chosen,
+        model=model,
+        rows=rows,
+        throughput=throughput,
+        exceptions=exceptions,
+    )
+
+
+def _throughput(conn: Any, stream_ids: list[str]) -> dict[str, int]:
+    """Per stream, how many messages entered it in the last 24 hours."""
+    if not stream_ids:
+        return {}
+    e = t.stream_entries
+    since = datetime.now(UTC) - timedelta(days=1)
+    query = (
+        sa.select(e.c.stream_id, sa.func.count())
+        .where(e.c.stream_id.in_(stream_ids), e.c.qualifies, e.c.created_at >= since)
+        .group_by(e.c.stream_id)
+    )
+    return dict(conn.execute(query).all())
+
+
+def _window(view: Any, source: str, start: str, end: str) -> np.ndarray:
+    """The messages of the view in the filters: a source id, a time range (ISO dates)."""
+    keep = np.ones(len(view.uids), dtype=bool)
+    if source:
+        keep &= np.array([uid.startswith(source + ".") for uid in view.uids])
+    for bound, after in ((start, True), (end, False)):
+        if bound:
+            try:
+                moment = datetime.fromisoformat(bound).replace(tzinfo=UTC)
+            except ValueError:
+                raise PageError(400, f"not a date: {bound!r} (use YYYY-MM-DD)") from None
+            when = np.array([at >= moment if after else at < moment for at in view.created_at])
+            keep &= when
+    return keep
+
+
+@router.get("/d/{project}/{name}/reports", response_class=HTMLResponse)
+def reports(
+    request: Request,
+    project: str,
+    name: str,
+    store: Store,
+    user: PageUser,
+    source: str = "",
+    start: str = "",
+    end: str = "",
+    label: str = "",
+) -> HTMLResponse:
+    """Label volumes per week, sentiment per label, coverage per week and drift flags, filtered."""
+    ws = workspace(store, user, project, name, "reports")
+    view = view_of(store.store, ws["dataset"].dataset_id)
+    context: dict[str, Any] = {"source": source, "start": start, "end": end, "label": label, "has_model": view.version}
+    with store.store.engine.connect() as conn:
+        context["sources"] = (
+            conn.execute(
+                sa.select(t.dataset_sources.c.source_id).where(
+                    t.dataset_sources.c.dataset_id == ws["dataset"].dataset_id
+                )
+            )
+            .scalars()
+            .all()
+        )
+        context["sentiment"] = _sentiment(conn, ws["dataset"]) if ws["dataset"].has_sentiment else None
+    if view.version is not None and view.pool.scores is not None:
+        keep = _window(view, source, start, end)
+        cut = thresholds(view)
+        hits = view.pool.scores >= cut
+        weeks = [at.strftime("%G-W%V") for at in view.created_at]
+        volume: dict[str, Counter[str]] = defaultdict(Counter)
+        covered: Counter[str] = Counter()
+        total: Counter[str] = Counter()
+        chosen = view.labels.index(label) if label in view.labels else None
+        for i in np.flatnonzero(keep):
+            week = weeks[i]
+            total[week] += 1
+            covered[week] += bool(hits[i].any())
+            if chosen is not None:
+                volume[label][week] += bool(hits[i, chosen])
+        order = sorted(total)
+        counts = hits[keep].sum(axis=0)
+        context["top"] = sorted(zip(view.labels, counts.tolist(), strict=True), key=lambda x: -x[1])[:30]
+        context["coverage_chart"] = bars([(w, round(covered[w] / total[w] * 100, 1)) for w in order], unit=" %")
+        context["volume_chart"] = bars([(w, volume[label][w]) for w in order]) if chosen is not None else ""
+        try:
+            context["drift"] = drift(view)
+        except LookupError as exc:
+            context["drift"] = {"shifted": False, "reason": str(exc)}
+    return render(request, "reports.html", user, **ws, **context)
+
+
+def _sentiment(conn: Any, dataset: Any) -> list[tuple[str, int, int]]:
+    """Per label: reviewed messages with a positive and with a negative sentiment."""
+    found: dict[str, Counter[str]] = defaultdict(Counter)
+    rows = conn.execute(sa.select(t.annotations.c.assigned).where(t.annotations.c.dataset_id == dataset.dataset_id))
+    for (assigned,) in rows:
+        for entry in assigned:
+            if entry.get("sentiment"):
+                found[entry["name"]][entry["sentiment"]] += 1
+    return sorted((n, c["positive"], c["negative"]) for n, c in found.items())
+
+
+@router.get("/d/{project}/{name}/audit", response_class=HTMLResponse)
+def audit_page(
+    request: Request, project: str, name: str, store: Store, user: PageUser, after: str = "", at: str = ""
+) -> HTMLResponse:
+    """Who did what to the dataset, a page at a time, and the dataset's state at a chosen moment."""
+    ws = workspace(store, user, project, name, "audit")
+    need(user, project, AUDIT_READ, "reading the audit history")
+    dataset_id = ws["dataset"].dataset_id
+    try:
+        page = audit.query(store.store, audit.AuditFilter(), lambda p: p == project, after=after or None, limit=50)
+    except Exception as exc:
+        raise PageError(400, f"cannot read the history: {exc}") from None
+    entries = [e for e in page.entries if not e.get("dataset_ids") or dataset_id in e["dataset_ids"]]
+    state = None
+    if at:
+        try:
+            moment = datetime.fromisoformat(at)
+        except ValueError:
+            raise PageError(400, f"not a moment: {at!r} (use YYYY-MM-DDTHH:MM)") from None
+        state = history.dataset_at(store.store, f"{project}/{name}", moment.replace(tzinfo=moment.tzinfo or UTC))
+    return render(request, "audit.html", user, **ws, entries=entries, next=page.continuation, at=at, state=state)
