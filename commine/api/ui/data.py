@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import re
 import threading
+from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
@@ -19,11 +20,12 @@ from sqlalchemy.engine import Connection
 from commine.handlers.insight import DatasetView, discover, load_view
 from commine.persistence import mldata
 from commine.persistence import schema as t
-from commine.persistence.store import EventStore
+from commine.persistence.store import EventStore, as_utc
 
 _lock = threading.Lock()
 _views: dict[tuple[str, str, int | None], DatasetView] = {}
 _clusters: dict[tuple[str, str, int | None], list[dict[str, Any]]] = {}
+_dates: dict[tuple[str, str, int | None], list[datetime]] = {}
 
 
 def latest_version(conn: Connection, dataset_id: str) -> int | None:
@@ -52,6 +54,27 @@ def clusters_of(store: EventStore, dataset_id: str) -> list[dict[str, Any]]:
         if key not in _clusters:
             _clusters[key] = discover(view)
         return _clusters[key]
+
+
+def dates_of(store: EventStore, dataset_id: str, view: DatasetView) -> list[datetime]:
+    """Each message's own timestamp (when it was sent), in the order of ``view.uids``; cached with the view."""
+    key = (str(store.engine.url), dataset_id, view.version)
+    with _lock:
+        found = _dates.get(key)
+    if found is not None and len(found) == len(view.uids):
+        return found
+    m, ds = t.messages, t.dataset_sources
+    query = (
+        sa.select(m.c.source_id, m.c.comment_id, m.c.timestamp)
+        .join(ds, ds.c.source_id == m.c.source_id)
+        .where(ds.c.dataset_id == dataset_id)
+    )
+    with store.engine.connect() as conn:
+        stamps = {f"{s}.{c}": as_utc(at) for s, c, at in conn.execute(query)}
+    found = [stamps.get(uid) or at for uid, at in zip(view.uids, view.created_at, strict=True)]
+    with _lock:
+        _dates[key] = found
+    return found
 
 
 def reviewed(conn: Connection, dataset_id: str, uids: list[str]) -> set[str]:

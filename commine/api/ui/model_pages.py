@@ -14,11 +14,12 @@ from fastapi.responses import HTMLResponse
 from commine.api.deps import Store
 from commine.api.ui.charts import bars, pr_curve
 from commine.api.ui.core import PageError, PageUser, need, render
-from commine.api.ui.data import model_metrics, model_rows, view_of
+from commine.api.ui.data import dates_of, model_metrics, model_rows, view_of
 from commine.api.ui.pages import workspace
 from commine.domain.access import AUDIT_READ, STREAMS_CONSUME
 from commine.handlers import audit, history, streams
 from commine.handlers.insight import drift, thresholds
+from commine.ml.validation import underperforms
 from commine.persistence import schema as t
 
 router = APIRouter(include_in_schema=False)
@@ -31,14 +32,13 @@ def _label_rows(metrics: dict[str, Any]) -> list[dict[str, Any]]:
     examples = metrics.get("examples") or {}
     rows = []
     for report in (metrics.get("validation") or {}).get("labels", []):
-        warnings = []
         n = examples.get(report["name"], 0)
-        if n < 25:
-            warnings.append(f"only {n} examples")
-        if report.get("average_precision") is not None and report["average_precision"] < 0.5:
-            warnings.append("low average precision")
-        if not report.get("support"):
-            warnings.append("no held-out example")
+        average = report.get("average_precision")
+        warnings = []
+        if average is None or not report.get("support"):
+            warnings.append("no held-out example to measure it on")
+        elif underperforms(average, n):  # the rating's own rule
+            warnings.append(f"underperforms: AP {average:.2f} on {n} examples")
         rows.append({**report, "examples": n, "warnings": warnings})
     return rows
 
@@ -159,8 +159,8 @@ def _throughput(conn: Any, stream_ids: list[str]) -> dict[str, int]:
     return dict(conn.execute(query).all())
 
 
-def _window(view: Any, source: str, start: str, end: str) -> np.ndarray:
-    """The messages of the view in the filters: a source id, a time range (ISO dates)."""
+def _window(view: Any, dates: list[datetime], source: str, start: str, end: str) -> np.ndarray:
+    """The messages of the view in the filters: a source id, a time range (ISO dates) of their timestamps."""
     keep = np.ones(len(view.uids), dtype=bool)
     if source:
         keep &= np.array([uid.startswith(source + ".") for uid in view.uids])
@@ -170,7 +170,7 @@ def _window(view: Any, source: str, start: str, end: str) -> np.ndarray:
                 moment = datetime.fromisoformat(bound).replace(tzinfo=UTC)
             except ValueError:
                 raise PageError(400, f"not a date: {bound!r} (use YYYY-MM-DD)") from None
-            when = np.array([at >= moment if after else at < moment for at in view.created_at])
+            when = np.array([at >= moment if after else at < moment for at in dates])
             keep &= when
     return keep
 
@@ -203,10 +203,11 @@ def reports(
         )
         context["sentiment"] = _sentiment(conn, ws["dataset"]) if ws["dataset"].has_sentiment else None
     if view.version is not None and view.pool.scores is not None:
-        keep = _window(view, source, start, end)
+        dates = dates_of(store.store, ws["dataset"].dataset_id, view)
+        keep = _window(view, dates, source, start, end)
         cut = thresholds(view)
         hits = view.pool.scores >= cut
-        weeks = [at.strftime("%G-W%V") for at in view.created_at]
+        weeks = [at.strftime("%G-W%V") for at in dates]
         volume: dict[str, Counter[str]] = defaultdict(Counter)
         covered: Counter[str] = Counter()
         total: Counter[str] = Counter()
