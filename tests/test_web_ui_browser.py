@@ -149,6 +149,7 @@ def test_a_trainer_labels_from_explore_sees_the_model_update_reads_validation_an
             for tab in ("Discover", "Refine", "Reports", "Audit", "Messages"):
                 page.click(f"nav.tabs >> text={tab}")
                 page.wait_for_selector("main h1")
+                assert page.locator("#error-message").count() == 0, page.inner_text("main")
                 shot(f"07-{tab.lower()}")
             page.click("table.list tbody a")
             page.wait_for_selector("#message")

@@ -50,10 +50,18 @@ from commine.scripts.context import Context, pass_context
 TARGET_MS = 300.0
 
 
+def taxonomy(count: int) -> list[str]:
+    """``count`` labels in all: areas of topics (``Area 03 > Topic 07``) and the areas themselves, which
+    a dataset defines as the topics' ancestors (200 labels: 10 areas of 19 topics)."""
+    areas = max(1, count // 20)
+    leaves = label_names(areas, max(1, count // areas - 1))
+    return sorted({*leaves, *(name.split(" > ")[0] for name in leaves)})[:count]
+
+
 def define_labels(world: World) -> None:
     from commine.handlers.labels import define_label
 
-    for name in tqdm(world.labels, desc="labels", file=sys.stderr, disable=None):
+    for name in tqdm([n for n in world.labels if " > " in n], desc="labels", file=sys.stderr, disable=None):
         define_label(world.store, DATASET, name, actor=ACTOR)
 
 
@@ -225,7 +233,7 @@ def bench_ui(ctx: Context, messages: int, label_count: int, reviewed: int, reque
     summary: dict[str, Any] = {"benchmark": "ui", "messages": messages, "labels": label_count, "sources": SOURCES}
     server = None
     try:
-        world.labels = label_names(max(1, label_count // 20), min(20, label_count))[:label_count]
+        world.labels = taxonomy(label_count)
         started = time.perf_counter()
         seed_messages(world, messages)
         define_labels(world)

@@ -2,18 +2,24 @@
 
 The active-learning queues, clusters, drift and reports work on a whole dataset's arrays
 (``handlers.insight.load_view``). Loading them takes seconds at 100,000 messages, so the UI keeps
-one view per (dataset, model version) in memory and answers every page from it; a new model
-version builds a new view. Reviews made since are checked against the annotations table when a
-queue is read, so a stale view never offers a message that was just labelled.
+one view per dataset in memory and answers every page from it (with what is derived from it:
+ranked queues, clusters, drift); a new model version builds a new view in the background. Reviews
+made since are checked against the annotations table when a queue is read, so a stale view never
+offers a message that was just labelled. Model versions never change once recorded, so their rows
+(with validation curves of every label) are kept too.
 """
 
 from __future__ import annotations
 
+import itertools
 import re
 import threading
-from datetime import datetime
-from typing import Any
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from typing import Any, TypeVar
 
+import numpy as np
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
@@ -22,10 +28,20 @@ from commine.persistence import mldata
 from commine.persistence import schema as t
 from commine.persistence.store import EventStore, as_utc
 
+T = TypeVar("T")
+
+#: Rebuild a dataset's view in the background when it is older than this (new messages, new reviews).
+REFRESH_S = 600
+#: Derived results (ranked queues, clusters, drift, dates) kept per view, least recently used dropped.
+MEMO_SIZE = 256
+
 _lock = threading.Lock()
-_views: dict[tuple[str, str, int | None], DatasetView] = {}
-_clusters: dict[tuple[str, str, int | None], list[dict[str, Any]]] = {}
-_dates: dict[tuple[str, str, int | None], list[datetime]] = {}
+#: (database, dataset id) -> (model version, built at, view)
+_views: dict[tuple[str, str], tuple[int | None, float, DatasetView]] = {}
+_building: set[tuple[str, str]] = set()
+_generations = itertools.count(1)
+_memo: OrderedDict[tuple[Any, ...], Any] = OrderedDict()
+_models: OrderedDict[tuple[str, str, int], Any] = OrderedDict()
 
 
 def latest_version(conn: Connection, dataset_id: str) -> int | None:
@@ -33,48 +49,78 @@ def latest_version(conn: Connection, dataset_id: str) -> int | None:
 
 
 def view_of(store: EventStore, dataset_id: str) -> DatasetView:
-    """The dataset's arrays with its newest model, built once per model version."""
+    """The dataset's arrays with its newest model.
+
+    Built once, then answered from memory; when a new model version lands (or the view is older than
+    ``REFRESH_S``) the old view keeps answering while a thread builds the new one, so only the very
+    first page of a dataset waits for the build.
+    """
     with store.engine.connect() as conn:
         version = latest_version(conn, dataset_id)
-    key = (str(store.engine.url), dataset_id, version)
+    base = (str(store.engine.url), dataset_id)
     with _lock:
-        found = _views.get(key)
-        if found is None:
-            found = load_view(store, dataset_id, version)
-            for old in [k for k in _views if k[:2] == key[:2]]:
-                del _views[old]
-            _views[key] = found
-    return found
+        current = _views.get(base)
+    if current is None:
+        return _build(store, dataset_id, base)
+    built_version, built_at, view = current
+    if built_version != version or time.monotonic() - built_at > REFRESH_S:
+        with _lock:
+            start = base not in _building
+            _building.add(base)
+        if start:
+            threading.Thread(target=_build, args=(store, dataset_id, base), daemon=True).start()
+    return view
+
+
+def _build(store: EventStore, dataset_id: str, base: tuple[str, str]) -> DatasetView:
+    try:
+        view = load_view(store, dataset_id)
+        view.ui_generation = next(_generations)  # type: ignore[attr-defined]  # memo keys; never reused
+        with _lock:
+            _views[base] = (view.version, time.monotonic(), view)
+        return view
+    finally:
+        with _lock:
+            _building.discard(base)
+
+
+def memo(view: DatasetView, name: str, args: tuple[Any, ...], compute: Callable[[], T]) -> T:
+    """``compute()``, remembered for this view (its results change only when the view does)."""
+    key = (getattr(view, "ui_generation", id(view)), name, *args)
+    with _lock:
+        if key in _memo:
+            _memo.move_to_end(key)
+            return _memo[key]  # type: ignore[no-any-return]
+    value = compute()
+    with _lock:
+        _memo[key] = value
+        while len(_memo) > MEMO_SIZE:
+            _memo.popitem(last=False)
+    return value
 
 
 def clusters_of(store: EventStore, dataset_id: str) -> list[dict[str, Any]]:
     view = view_of(store, dataset_id)
-    key = (str(store.engine.url), dataset_id, view.version)
-    with _lock:
-        if key not in _clusters:
-            _clusters[key] = discover(view)
-        return _clusters[key]
+    return memo(view, "clusters", (), lambda: discover(view))
 
 
-def dates_of(store: EventStore, dataset_id: str, view: DatasetView) -> list[datetime]:
-    """Each message's own timestamp (when it was sent), in the order of ``view.uids``; cached with the view."""
-    key = (str(store.engine.url), dataset_id, view.version)
-    with _lock:
-        found = _dates.get(key)
-    if found is not None and len(found) == len(view.uids):
-        return found
-    m, ds = t.messages, t.dataset_sources
-    query = (
-        sa.select(m.c.source_id, m.c.comment_id, m.c.timestamp)
-        .join(ds, ds.c.source_id == m.c.source_id)
-        .where(ds.c.dataset_id == dataset_id)
-    )
-    with store.engine.connect() as conn:
-        stamps = {f"{s}.{c}": as_utc(at) for s, c, at in conn.execute(query)}
-    found = [stamps.get(uid) or at for uid, at in zip(view.uids, view.created_at, strict=True)]
-    with _lock:
-        _dates[key] = found
-    return found
+def weeks_of(store: EventStore, dataset_id: str, view: DatasetView) -> tuple[np.ndarray, np.ndarray]:
+    """Each message's own timestamp (when it was sent, as numpy datetime64[s]) and ISO week, in the view's order."""
+
+    def compute() -> tuple[np.ndarray, np.ndarray]:
+        m, ds = t.messages, t.dataset_sources
+        query = (
+            sa.select(m.c.source_id, m.c.comment_id, m.c.timestamp)
+            .join(ds, ds.c.source_id == m.c.source_id)
+            .where(ds.c.dataset_id == dataset_id)
+        )
+        with store.engine.connect() as conn:
+            stamps = {f"{s}.{c}": as_utc(at) for s, c, at in conn.execute(query)}
+        dates = [stamps.get(uid) or at for uid, at in zip(view.uids, view.created_at, strict=True)]
+        moments = np.array([d.replace(tzinfo=None) for d in dates], dtype="datetime64[s]")
+        return moments, np.array([d.strftime("%G-W%V") for d in dates])
+
+    return memo(view, "weeks", (), compute)
 
 
 def reviewed(conn: Connection, dataset_id: str, uids: list[str]) -> set[str]:
@@ -121,7 +167,22 @@ def model_rows(conn: Connection, dataset_id: str) -> list[Any]:
 
 
 def model_metrics(conn: Connection, dataset_id: str, version: int | None) -> Any:
-    return mldata.model_row(conn, dataset_id, version)
+    """A model version's row (the newest with None); kept in memory, since a recorded version never changes."""
+    if version is None:
+        version = latest_version(conn, dataset_id)
+        if version is None:
+            return None
+    key = (str(conn.engine.url), dataset_id, version)
+    with _lock:
+        found = _models.get(key)
+    if found is None:
+        found = mldata.model_row(conn, dataset_id, version)
+        if found is not None:
+            with _lock:
+                _models[key] = found
+                while len(_models) > MEMO_SIZE:
+                    _models.popitem(last=False)
+    return found
 
 
 _QUOTE_START = re.compile(r"^(>|On .+ wrote:\s*$|-{2,} ?Original Message ?-{2,}|From: .+)", re.IGNORECASE)

@@ -14,7 +14,7 @@ from fastapi.responses import HTMLResponse
 from commine.api.deps import Store
 from commine.api.ui.charts import bars, pr_curve
 from commine.api.ui.core import PageError, PageUser, need, render
-from commine.api.ui.data import dates_of, model_metrics, model_rows, view_of
+from commine.api.ui.data import memo, model_metrics, model_rows, view_of, weeks_of
 from commine.api.ui.pages import workspace
 from commine.domain.access import AUDIT_READ, STREAMS_CONSUME
 from commine.handlers import audit, history, streams
@@ -159,19 +159,18 @@ def _throughput(conn: Any, stream_ids: list[str]) -> dict[str, int]:
     return dict(conn.execute(query).all())
 
 
-def _window(view: Any, dates: list[datetime], source: str, start: str, end: str) -> np.ndarray:
+def _window(view: Any, moments: np.ndarray, source: str, start: str, end: str) -> np.ndarray:
     """The messages of the view in the filters: a source id, a time range (ISO dates) of their timestamps."""
     keep = np.ones(len(view.uids), dtype=bool)
     if source:
-        keep &= np.array([uid.startswith(source + ".") for uid in view.uids])
+        keep &= np.char.startswith(np.array(view.uids), source + ".")
     for bound, after in ((start, True), (end, False)):
         if bound:
             try:
-                moment = datetime.fromisoformat(bound).replace(tzinfo=UTC)
+                moment = np.datetime64(datetime.fromisoformat(bound).replace(tzinfo=None), "s")
             except ValueError:
                 raise PageError(400, f"not a date: {bound!r} (use YYYY-MM-DD)") from None
-            when = np.array([at >= moment if after else at < moment for at in dates])
-            keep &= when
+            keep &= moments >= moment if after else moments < moment
     return keep
 
 
@@ -203,31 +202,32 @@ def reports(
         )
         context["sentiment"] = _sentiment(conn, ws["dataset"]) if ws["dataset"].has_sentiment else None
     if view.version is not None and view.pool.scores is not None:
-        dates = dates_of(store.store, ws["dataset"].dataset_id, view)
-        keep = _window(view, dates, source, start, end)
-        cut = thresholds(view)
-        hits = view.pool.scores >= cut
-        weeks = [at.strftime("%G-W%V") for at in dates]
-        volume: dict[str, Counter[str]] = defaultdict(Counter)
-        covered: Counter[str] = Counter()
-        total: Counter[str] = Counter()
-        chosen = view.labels.index(label) if label in view.labels else None
-        for i in np.flatnonzero(keep):
-            week = weeks[i]
-            total[week] += 1
-            covered[week] += bool(hits[i].any())
-            if chosen is not None:
-                volume[label][week] += bool(hits[i, chosen])
-        order = sorted(total)
-        counts = hits[keep].sum(axis=0)
-        context["top"] = sorted(zip(view.labels, counts.tolist(), strict=True), key=lambda x: -x[1])[:30]
-        context["coverage_chart"] = bars([(w, round(covered[w] / total[w] * 100, 1)) for w in order], unit=" %")
-        context["volume_chart"] = bars([(w, volume[label][w]) for w in order]) if chosen is not None else ""
-        try:
-            context["drift"] = drift(view)
-        except LookupError as exc:
-            context["drift"] = {"shifted": False, "reason": str(exc)}
+        context.update(_figures(store, ws["dataset"].dataset_id, view, source, start, end, label))
     return render(request, "reports.html", user, **ws, **context)
+
+
+def _figures(store: Store, dataset_id: str, view: Any, source: str, start: str, end: str, label: str) -> dict[str, Any]:
+    """Coverage and one label's volume per week, label volumes and drift, over the filtered messages."""
+    moments, weeks = weeks_of(store.store, dataset_id, view)
+    keep = _window(view, moments, source, start, end)
+    hits = memo(view, "hits", (), lambda: view.pool.scores >= thresholds(view))
+    order, week = np.unique(weeks[keep], return_inverse=True)
+    total = np.bincount(week, minlength=len(order))
+    covered = np.bincount(week, weights=hits[keep].any(axis=1), minlength=len(order))
+    counts = hits[keep].sum(axis=0)
+    out: dict[str, Any] = {
+        "top": sorted(zip(view.labels, counts.tolist(), strict=True), key=lambda x: -x[1])[:30],
+        "coverage_chart": bars([(w, round(c / n * 100, 1)) for w, c, n in zip(order, covered, total, strict=True)]),
+        "volume_chart": "",
+    }
+    if label in view.labels:
+        volume = np.bincount(week, weights=hits[keep][:, view.labels.index(label)], minlength=len(order))
+        out["volume_chart"] = bars([(w, int(v)) for w, v in zip(order, volume, strict=True)])
+    try:
+        out["drift"] = memo(view, "drift", (), lambda: drift(view))
+    except LookupError as exc:
+        out["drift"] = {"shifted": False, "reason": str(exc)}
+    return out
 
 
 def _sentiment(conn: Any, dataset: Any) -> list[tuple[str, int, int]]:

@@ -12,7 +12,16 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from commine.api.deps import Store
 from commine.api.routes.labellings import _annotated
 from commine.api.ui.core import COOKIE, PageError, PageUser, can, need, render
-from commine.api.ui.data import clusters_of, latest_version, message_row, predictions, reviewed, split_quoted, view_of
+from commine.api.ui.data import (
+    clusters_of,
+    latest_version,
+    memo,
+    message_row,
+    predictions,
+    reviewed,
+    split_quoted,
+    view_of,
+)
 from commine.api.views import dataset_row
 from commine.domain.access import LABELS_READ, SOURCES_READ, SOURCES_READ_SENSITIVE, Principal, allowed
 from commine.handlers.access import authenticate
@@ -199,7 +208,8 @@ def next_in_queue(
     if mode != "shuffle" and view.version is None and mode != "search":
         raise PageError(409, "this queue needs a model: label a few messages from Shuffle first")
     for n in (50, 400):
-        picked = queue(view, mode, n=n, label=label if mode == "teach" else None, query=q)
+        args = (mode, n, label if mode == "teach" else None, q)
+        picked = memo(view, "queue", args, lambda a=args: queue(view, mode, n=a[1], label=a[2], query=q))
         with store.store.engine.connect() as conn:
             done = reviewed(conn, ws["dataset"].dataset_id, [p["uid"] for p in picked])
         for item in picked:
@@ -241,21 +251,18 @@ def discover_page(request: Request, project: str, name: str, store: Store, user:
     return render(request, "discover.html", user, **ws, clusters=shown)
 
 
-def _reasons(view: Any, uid_index: int, mode: str, cut: Any, label: str | None) -> list[str]:
+def _reasons(view: Any, i: int | None, mode: str, cut: Any, label: str | None) -> list[str]:
     """Why a message is in a Refine queue: the labels whose prediction disagrees with its review."""
-    out = []
-    if mode == "rebalance":
+    if mode == "rebalance" or i is None:
         return ["from a kind of message the reviewed set under-represents"]
-    scores = view.pool.scores[uid_index]
-    truth = view.pool.truth[uid_index]
-    for j, name in enumerate(view.labels):
-        if label and name != label:
-            continue
-        if mode == "check" and truth[j] and scores[j] < cut[j]:
-            out.append(f"assigned {name}, but the model gives it {scores[j]:.2f} (threshold {cut[j]:.2f})")
-        if mode == "missed" and not truth[j] and scores[j] >= cut[j]:
-            out.append(f"not assigned {name}, but the model gives it {scores[j]:.2f} (threshold {cut[j]:.2f})")
-    return out
+    scores, truth = view.pool.scores[i], view.pool.truth[i]
+    wrong = (truth & (scores < cut)) if mode == "check" else (~truth & (scores >= cut))
+    verb = "assigned" if mode == "check" else "not assigned"
+    return [
+        f"{verb} {view.labels[j]}, but the model gives it {scores[j]:.2f} (threshold {cut[j]:.2f})"
+        for j in wrong.nonzero()[0]
+        if not label or view.labels[j] == label
+    ]
 
 
 @router.get("/d/{project}/{name}/refine", response_class=HTMLResponse)
@@ -269,11 +276,10 @@ def refine(
     view = view_of(store.store, ws["dataset"].dataset_id)
     items: list[dict[str, Any]] = []
     if view.version is not None:
-        cut = thresholds(view)
-        index = {uid: i for i, uid in enumerate(view.uids)} if mode != "rebalance" else {}
-        for item in queue(view, mode, n=200):
-            i = index.get(item["uid"])
-            why = _reasons(view, i, mode, cut, label or None) if i is not None else _reasons(view, 0, mode, cut, None)
+        cut = memo(view, "thresholds", (), lambda: thresholds(view))
+        index = memo(view, "index", (), lambda: {uid: i for i, uid in enumerate(view.uids)})
+        for item in memo(view, "queue", (mode, 200), lambda: queue(view, mode, n=200)):
+            why = _reasons(view, index.get(item["uid"]), mode, cut, label or None)
             if why:
                 items.append({**item, "reasons": why})
             if len(items) >= 25:
