@@ -169,6 +169,7 @@ def message_context(store: Store, user: Principal, ws: dict[str, Any], uid: str)
             raise PageError(404, f"no message {uid} in this dataset")
         [item] = _annotated(conn, dataset, [row], allowed(user, ws["project"], SOURCES_READ_SENSITIVE))
         predicted = predictions(conn, dataset.dataset_id, ws["version"], uid)
+        thread = _thread(conn, row)
     labelling = (item.get("labelling") or [{}])[0]
     assigned = [(" > ".join(_parts(a["name"])), a.get("sentiment")) for a in labelling.get("assigned", [])]
     dismissed = [" > ".join(_parts(d["name"])) for d in labelling.get("dismissed", [])]
@@ -183,7 +184,23 @@ def message_context(store: Store, user: Principal, ws: dict[str, Any], uid: str)
         "assigned": assigned,
         "dismissed": dismissed,
         "predicted": [(n, p) for n, p in predicted[:8] if p >= 0.05],
+        "thread": thread,
     }
+
+
+def _thread(conn: Any, row: Any) -> list[tuple[str, Any]]:
+    """The other messages of the message's thread (same source, same thread id), oldest first, up to 20."""
+    if not row.thread_id:
+        return []
+    m = t.messages
+    query = (
+        sa.select(m.c.comment_id, m.c.timestamp)
+        .where(m.c.source_id == row.source_id, m.c.thread_id == row.thread_id, m.c.deleted.is_(False))
+        .where(m.c.comment_id != row.comment_id)
+        .order_by(m.c.timestamp)
+        .limit(20)
+    )
+    return [(f"{row.source_id}.{comment_id}", at) for comment_id, at in conn.execute(query)]
 
 
 def _parts(name: str | list[str]) -> list[str]:
