@@ -143,3 +143,64 @@ def test_messages_page_lists_the_messages(api: Api) -> None:
     client = browser(api, api.admin)
     first = client.get("/d/acme/support/messages")
     assert first.status_code == 200 and "Older messages" in first.text
+
+
+@pytest.fixture
+def trained(api: Api) -> Api:
+    """The dataset with 160 annotated sample messages and two model versions."""
+    from commine.handlers.training import train_dataset
+    from commine.scripts.sample_mail import generate
+
+    messages = [m for m in generate(260, seed=7) if m.label is not None]
+    api.ok("POST", "/api/v1/sources/acme/inbox/sync", json={"comments": [m.comment for m in messages]})
+    source_id = api.source_id  # type: ignore[attr-defined]
+    for m in messages[:160]:
+        labelling = {"labelling": [{"group": "default", "assigned": [{"name": m.label}]}]}
+        api.ok("POST", f"/api/_private/datasets/acme/support/labellings/{source_id}.{m.comment['id']}", json=labelling)
+    dataset_id = api.ok("GET", "/api/v1/datasets/acme")["datasets"][0]["id"]
+    train_dataset(api.store, dataset_id, actor="trainer")
+    train_dataset(api.store, dataset_id, actor="trainer")
+    api.messages = messages  # type: ignore[attr-defined]
+    return api
+
+
+def test_the_model_pages_and_the_stream_editor_with_two_trained_versions(trained: Api) -> None:
+    client = browser(trained, trained.admin)
+    base = "/d/acme/support"
+    validation = client.get(f"{base}/validation?version=2&compare=1&sort=average_precision&desc=true")
+    assert validation.status_code == 200, validation.text[:500]
+    assert 'id="rating-score"' in validation.text and "<svg" in validation.text and "v2 against v1" in validation.text
+    for page in ("/discover", "/refine?mode=check", "/refine?mode=missed", "/refine?mode=rebalance", "/explore"):
+        assert client.get(base + page).status_code == 200, page
+    teach = client.get(f"{base}/explore?queue_name=teach&label=Billing+%3E+Refund")
+    assert 'id="message"' in teach.text
+    reports = client.get(f"{base}/reports?label=Billing+%3E+Refund&prop=string%3ARegion&value=London")
+    assert reports.status_code == 200 and "Coverage per week" in reports.text, reports.text[:500]
+    assert client.get(f"{base}/reports?prop=nope&value=x").status_code == 400
+    thread = [m for m in trained.messages if m.comment.get("thread_id")]  # type: ignore[attr-defined]
+    uid = f"{trained.source_id}.{thread[0].comment['id']}"  # type: ignore[attr-defined]
+    assert client.get(f"{base}/m/{uid}").status_code == 200
+    streams_are_previewed_created_and_pinned(trained, client)
+
+
+def streams_are_previewed_created_and_pinned(trained: Api, client: TestClient) -> None:
+    """The stream editor's actions: the preview moves with the threshold; create; pin another version."""
+    api = "/ui/d/acme/support"
+    strict = client.post(f"{api}/streams/preview", json={"thresholds": {"Billing > Refund": 1.0}}, headers=UI).json()
+    body = {"thresholds": {"Billing > Refund": 0.0}, "label": "Billing > Refund"}
+    loose = client.post(f"{api}/streams/preview", json=body, headers=UI).json()
+    assert loose["recent"]["entering"] > strict["recent"]["entering"]
+    assert 0 <= loose["recall"] <= 1 and loose["recall"] >= (strict.get("recall") or 0)
+    new = {"name": "refunds", "model_version": 1, "thresholds": {"Billing > Refund": 0.5}}
+    created = client.post(f"{api}/streams", json=new, headers=UI)
+    assert created.status_code == 200, created.text
+    page = client.get("/d/acme/support/streams?stream=refunds")
+    assert "refunds" in page.text and "Edit refunds" in page.text
+    moved = client.post(
+        f"{api}/streams/preview", json={"thresholds": {"Billing > Refund": 0.0}, "stream": "refunds"}, headers=UI
+    ).json()
+    assert moved["backlog"]["backlog_after"] >= moved["backlog"]["backlog"]
+    pinned = client.post(f"{api}/pin", json={"stream": "refunds", "version": 2}, headers=UI)
+    assert pinned.status_code == 200 and pinned.json()["stream"]["model"]["version"] == 2
+    stream = trained.ok("GET", "/api/v1/datasets/acme/support/streams/refunds")["stream"]
+    assert stream["model"]["version"] == 2

@@ -123,6 +123,24 @@ def weeks_of(store: EventStore, dataset_id: str, view: DatasetView) -> tuple[np.
     return memo(view, "weeks", (), compute)
 
 
+def properties_of(store: EventStore, dataset_id: str, view: DatasetView) -> dict[str, np.ndarray]:
+    """Per user property, each message's value as text ("" without one), in the view's order.
+
+    Read from the log (the comments are opened once, like the view's texts) and kept with the view:
+    only the Reports page's user-property filter asks for it.
+    """
+
+    def compute() -> dict[str, np.ndarray]:
+        with store.engine.connect() as conn:
+            rows = mldata.dataset_messages(conn, dataset_id)
+            found = mldata.comments(conn, [row.position for row in rows])
+        by_uid = {row.uid: found[row.position].get("user_properties") or {} for row in rows}
+        keys = sorted({key for props in by_uid.values() for key in props})
+        return {key: np.array([str(by_uid.get(uid, {}).get(key, "")) for uid in view.uids]) for key in keys}
+
+    return memo(view, "properties", (), compute)
+
+
 def reviewed(conn: Connection, dataset_id: str, uids: list[str]) -> set[str]:
     """Those uids with any label decision in the dataset now."""
     if not uids:

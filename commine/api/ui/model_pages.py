@@ -14,9 +14,9 @@ from fastapi.responses import HTMLResponse
 from commine.api.deps import Store
 from commine.api.ui.charts import bars, pr_curve
 from commine.api.ui.core import PageError, PageUser, need, render
-from commine.api.ui.data import memo, model_metrics, model_rows, view_of, weeks_of
+from commine.api.ui.data import memo, model_metrics, model_rows, properties_of, view_of, weeks_of
 from commine.api.ui.pages import workspace
-from commine.domain.access import AUDIT_READ, STREAMS_CONSUME
+from commine.domain.access import AUDIT_READ, SOURCES_READ_SENSITIVE, STREAMS_CONSUME, allowed
 from commine.handlers import audit, history, streams
 from commine.handlers.insight import drift, thresholds
 from commine.ml.validation import underperforms
@@ -185,11 +185,22 @@ def reports(
     start: str = "",
     end: str = "",
     label: str = "",
+    prop: str = "",
+    value: str = "",
 ) -> HTMLResponse:
-    """Label volumes per week, sentiment per label, coverage per week and drift flags, filtered."""
+    """Label volumes per week, sentiment per label, coverage per week and drift flags; filtered by source,
+    time range and a user property's value (``prop`` = ``value``)."""
     ws = workspace(store, user, project, name, "reports")
     view = view_of(store.store, ws["dataset"].dataset_id)
-    context: dict[str, Any] = {"source": source, "start": start, "end": end, "label": label, "has_model": view.version}
+    context: dict[str, Any] = {
+        "source": source,
+        "start": start,
+        "end": end,
+        "label": label,
+        "prop": prop,
+        "value": value,
+        "has_model": view.version,
+    }
     with store.store.engine.connect() as conn:
         context["sources"] = (
             conn.execute(
@@ -202,14 +213,37 @@ def reports(
         )
         context["sentiment"] = _sentiment(conn, ws["dataset"]) if ws["dataset"].has_sentiment else None
     if view.version is not None and view.pool.scores is not None:
-        context.update(_figures(store, ws["dataset"].dataset_id, view, source, start, end, label))
+        keep = _window(view, weeks_of(store.store, ws["dataset"].dataset_id, view)[0], source, start, end)
+        if prop:
+            keep &= _property(store, user, ws, view, prop) == value
+        context.update(_figures(store, ws["dataset"].dataset_id, view, keep, label))
     return render(request, "reports.html", user, **ws, **context)
 
 
-def _figures(store: Store, dataset_id: str, view: Any, source: str, start: str, end: str, label: str) -> dict[str, Any]:
+def _property(store: Store, user: Any, ws: dict[str, Any], view: Any, prop: str) -> np.ndarray:
+    """Each message's value of the user property ``prop``; a sensitive one needs ``sources-read-sensitive``."""
+    if not allowed(user, ws["project"], SOURCES_READ_SENSITIVE):
+        with store.store.engine.connect() as conn:
+            sensitive = {
+                key
+                for props in conn.execute(
+                    sa.select(t.sources.c.sensitive_properties)
+                    .join(t.dataset_sources, t.dataset_sources.c.source_id == t.sources.c.source_id)
+                    .where(t.dataset_sources.c.dataset_id == ws["dataset"].dataset_id)
+                ).scalars()
+                for key in props or []
+            }
+        if prop in sensitive:
+            raise PageError(403, f"filtering by the sensitive user property {prop!r} needs sources-read-sensitive")
+    found = properties_of(store.store, ws["dataset"].dataset_id, view)
+    if prop not in found:
+        raise PageError(400, f"no message has the user property {prop!r}; known: {', '.join(found) or 'none'}")
+    return found[prop]
+
+
+def _figures(store: Store, dataset_id: str, view: Any, keep: np.ndarray, label: str) -> dict[str, Any]:
     """Coverage and one label's volume per week, label volumes and drift, over the filtered messages."""
-    moments, weeks = weeks_of(store.store, dataset_id, view)
-    keep = _window(view, moments, source, start, end)
+    _, weeks = weeks_of(store.store, dataset_id, view)
     hits = memo(view, "hits", (), lambda: view.pool.scores >= thresholds(view))
     order, week = np.unique(weeks[keep], return_inverse=True)
     total = np.bincount(week, minlength=len(order))
