@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from pathlib import Path
 from typing import Annotated, Any
+from urllib.parse import quote
 
 from fastapi import Depends, Request
 from fastapi.responses import HTMLResponse, RedirectResponse
@@ -19,7 +20,7 @@ from fastapi.templating import Jinja2Templates
 from commine.api.access import PRINCIPAL
 from commine.api.deps import Services, services
 from commine.api.errors import ApiError
-from commine.domain.access import Principal, allowed
+from commine.domain.access import PERMISSIONS, Principal, allowed
 from commine.handlers.access import authenticate
 
 COOKIE = "commine_session"
@@ -79,8 +80,6 @@ def need(user: Principal, project: str, permission: str, what: str) -> None:
 
 def can(user: Principal, project: str) -> dict[str, bool]:
     """What the user may do in ``project``, by permission name, for templates to hide controls."""
-    from commine.domain.access import PERMISSIONS
-
     return {name: allowed(user, project, name) for name in PERMISSIONS}
 
 
@@ -98,6 +97,4 @@ def install(app: Any) -> None:
     @app.exception_handler(SignIn)
     async def sign_in(request: Request, _: SignIn) -> RedirectResponse:
         target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
-        from urllib.parse import quote
-
         return RedirectResponse(f"/login?next={quote(target)}", status_code=303)

@@ -118,7 +118,7 @@ def streams_page(
     rows = []
     if model is not None:
         current = {
-            "".join(x["name"]) if isinstance(x["name"], str) else " > ".join(x["name"]): x["threshold"]
+            x["name"] if isinstance(x["name"], str) else " > ".join(x["name"]): x["threshold"]
             for x in (chosen["model"]["label_thresholds"] if chosen else [])
         }
         for report in _label_rows(model.metrics or {}):
@@ -285,7 +285,7 @@ def audit_page(
     dataset_id = ws["dataset"].dataset_id
     try:
         page = audit.query(store.store, audit.AuditFilter(), lambda p: p == project, after=after or None, limit=50)
-    except Exception as exc:
+    except ValueError as exc:
         raise PageError(400, f"cannot read the history: {exc}") from None
     entries = [e for e in page.entries if not e.get("dataset_ids") or dataset_id in e["dataset_ids"]]
     state = None

@@ -10,6 +10,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from commine.api.deps import Store
+from commine.api.errors import ApiError
 from commine.api.routes.labellings import _annotated
 from commine.api.ui.core import COOKIE, PageError, PageUser, can, need, render
 from commine.api.ui.data import (
@@ -105,8 +106,8 @@ def workspace(store: Store, user: Principal, project: str, name: str, page: str)
     with store.store.engine.connect() as conn:
         try:
             dataset = dataset_row(conn, project=project, name=name)
-        except Exception:
-            raise PageError(404, f"dataset {project}/{name} does not exist") from None
+        except ApiError as exc:
+            raise PageError(exc.status_code, exc.message) from None
         version = latest_version(conn, dataset.dataset_id)
         labels = list(
             conn.execute(
