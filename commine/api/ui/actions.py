@@ -6,6 +6,7 @@ UI can do nothing a token holder could not do through the API; errors answer the
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import sqlalchemy as sa
@@ -133,6 +134,22 @@ def preview(project: str, name: str, body: Preview, store: Store, user: ActionUs
 
 def _recent_entering(conn: Any, dataset_id: str, version: int, cut: dict[str, float]) -> dict[str, int]:
     """Of the newest ``RECENT`` messages, how many have a prediction at or above any chosen threshold."""
+    found = _recent_predictions(conn, dataset_id, version)
+    entering = sum(any(labels.get(n, 0.0) >= value for n, value in cut.items()) for labels in found)
+    return {"entering": entering, "of": len(found)}
+
+
+#: (database, dataset id, version) -> (read at, predictions of the newest messages): a slider moves many
+#: times a second, and the newest messages change slowly.
+_recent: dict[tuple[str, str, int], tuple[float, list[dict[str, float]]]] = {}
+RECENT_TTL_S = 30.0
+
+
+def _recent_predictions(conn: Any, dataset_id: str, version: int) -> list[dict[str, float]]:
+    key = (str(conn.engine.url), dataset_id, version)
+    found = _recent.get(key)
+    if found is not None and time.monotonic() - found[0] < RECENT_TTL_S:
+        return found[1]
     m, ds, p = t.messages, t.dataset_sources, t.predictions
     newest = (
         sa.select((m.c.source_id + "." + m.c.comment_id).label("uid"))
@@ -142,16 +159,17 @@ def _recent_entering(conn: Any, dataset_id: str, version: int, cut: dict[str, fl
         .limit(RECENT)
         .subquery()
     )
-    rows = conn.execute(
-        sa.select(p.c.labels).where(
-            p.c.dataset_id == dataset_id, p.c.model_version == version, p.c.uid.in_(sa.select(newest.c.uid))
-        )
-    ).scalars()
-    entering = checked = 0
-    for labels in rows:
-        checked += 1
-        entering += any(labels.get(n, 0.0) >= value for n, value in cut.items())
-    return {"entering": entering, "of": checked}
+    rows = list(
+        conn.execute(
+            sa.select(p.c.labels).where(
+                p.c.dataset_id == dataset_id, p.c.model_version == version, p.c.uid.in_(sa.select(newest.c.uid))
+            )
+        ).scalars()
+    )
+    if len(_recent) > 64:
+        _recent.clear()
+    _recent[key] = (time.monotonic(), rows)
+    return rows
 
 
 @router.post("/streams")

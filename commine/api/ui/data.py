@@ -11,6 +11,7 @@ offers a message that was just labelled. Model versions never change once record
 
 from __future__ import annotations
 
+import gc
 import itertools
 import re
 import threading
@@ -78,6 +79,10 @@ def _build(store: EventStore, dataset_id: str, base: tuple[str, str]) -> Dataset
         view.ui_generation = next(_generations)  # type: ignore[attr-defined]  # memo keys; never reused
         with _lock:
             _views[base] = (view.version, time.monotonic(), view)
+        # A view is hundreds of thousands of long-lived objects: keep them out of the cyclic collector's
+        # passes, which would otherwise slow every later request (they are still freed when replaced).
+        gc.collect()
+        gc.freeze()
         return view
     finally:
         with _lock:
@@ -104,10 +109,11 @@ def clusters_of(store: EventStore, dataset_id: str) -> list[dict[str, Any]]:
     return memo(view, "clusters", (), lambda: discover(view))
 
 
-def weeks_of(store: EventStore, dataset_id: str, view: DatasetView) -> tuple[np.ndarray, np.ndarray]:
-    """Each message's own timestamp (when it was sent, as numpy datetime64[s]) and ISO week, in the view's order."""
+def weeks_of(store: EventStore, dataset_id: str, view: DatasetView) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Each message's own timestamp (when it was sent, as datetime64[s]), the ISO weeks in order, and each
+    message's week (an index into them), in the view's order."""
 
-    def compute() -> tuple[np.ndarray, np.ndarray]:
+    def compute() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         m, ds = t.messages, t.dataset_sources
         query = (
             sa.select(m.c.source_id, m.c.comment_id, m.c.timestamp)
@@ -118,7 +124,8 @@ def weeks_of(store: EventStore, dataset_id: str, view: DatasetView) -> tuple[np.
             stamps = {f"{s}.{c}": as_utc(at) for s, c, at in conn.execute(query)}
         dates = [stamps.get(uid) or at for uid, at in zip(view.uids, view.created_at, strict=True)]
         moments = np.array([d.replace(tzinfo=None) for d in dates], dtype="datetime64[s]")
-        return moments, np.array([d.strftime("%G-W%V") for d in dates])
+        weeks, index = np.unique(np.array([d.strftime("%G-W%V") for d in dates]), return_inverse=True)
+        return moments, weeks, index
 
     return memo(view, "weeks", (), compute)
 

@@ -213,7 +213,8 @@ def reports(
         )
         context["sentiment"] = _sentiment(conn, ws["dataset"]) if ws["dataset"].has_sentiment else None
     if view.version is not None and view.pool.scores is not None:
-        keep = _window(view, weeks_of(store.store, ws["dataset"].dataset_id, view)[0], source, start, end)
+        moments = weeks_of(store.store, ws["dataset"].dataset_id, view)[0]
+        keep = _window(view, moments, source, start, end)
         if prop:
             keep &= _property(store, user, ws, view, prop) == value
         context.update(_figures(store, ws["dataset"].dataset_id, view, keep, label))
@@ -242,21 +243,34 @@ def _property(store: Store, user: Any, ws: dict[str, Any], view: Any, prop: str)
 
 
 def _figures(store: Store, dataset_id: str, view: Any, keep: np.ndarray, label: str) -> dict[str, Any]:
-    """Coverage and one label's volume per week, label volumes and drift, over the filtered messages."""
-    _, weeks = weeks_of(store.store, dataset_id, view)
+    """Coverage and one label's volume per week, label volumes and drift, over the filtered messages.
+
+    Unfiltered, the per-week sums are remembered with the view; a filter computes them over its messages.
+    """
+    _, order, weeks = weeks_of(store.store, dataset_id, view)
     hits = memo(view, "hits", (), lambda: view.pool.scores >= thresholds(view))
-    order, week = np.unique(weeks[keep], return_inverse=True)
-    total = np.bincount(week, minlength=len(order))
-    covered = np.bincount(week, weights=hits[keep].any(axis=1), minlength=len(order))
-    counts = hits[keep].sum(axis=0)
+    everything = bool(keep.all())
+    rows = slice(None) if everything else keep
+    week = weeks[rows]
+
+    def sums() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        chosen = hits[rows]
+        total = np.bincount(week, minlength=len(order))
+        covered = np.bincount(week, weights=chosen.any(axis=1), minlength=len(order))
+        return total, covered, chosen.sum(axis=0)
+
+    total, covered, counts = memo(view, "report-sums", (), sums) if everything else sums()
     out: dict[str, Any] = {
         "top": sorted(zip(view.labels, counts.tolist(), strict=True), key=lambda x: -x[1])[:30],
-        "coverage_chart": bars([(w, round(c / n * 100, 1)) for w, c, n in zip(order, covered, total, strict=True)]),
+        "coverage_chart": bars(
+            [(w, round(c / n * 100, 1)) for w, c, n in zip(order, covered, total, strict=True) if n]
+        ),
         "volume_chart": "",
     }
     if label in view.labels:
-        volume = np.bincount(week, weights=hits[keep][:, view.labels.index(label)], minlength=len(order))
-        out["volume_chart"] = bars([(w, int(v)) for w, v in zip(order, volume, strict=True)])
+        column = hits[:, view.labels.index(label)][rows]
+        volume = np.bincount(week, weights=column, minlength=len(order))
+        out["volume_chart"] = bars([(w, int(v)) for w, v, n in zip(order, volume, total, strict=True) if n])
     try:
         out["drift"] = memo(view, "drift", (), lambda: drift(view))
     except LookupError as exc:
