@@ -7,7 +7,7 @@ from typing import Any
 
 from fastapi import FastAPI
 
-from commine.api import errors
+from commine.api import errors, ui
 from commine.api.access import RecordAccess
 from commine.api.deps import Services
 from commine.api.nul import RefuseNul
@@ -47,6 +47,7 @@ def create_app(
     api.add_middleware(RefuseNul)
     for router in ROUTERS:
         api.include_router(router)
+    ui.install(api)  # the trainer's web workspace at /, over the same services and permission checks
     return api
 
 

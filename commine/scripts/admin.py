@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import click
 
 from commine.domain.access import PERMISSIONS
@@ -110,22 +112,23 @@ def permissions_revoke(ctx: Context, username: str, project: str, names: tuple[s
 @click.option("--port", type=int, default=None, help="Port [COMMINE_API_PORT, default 8000].")
 @pass_context
 def serve(ctx: Context, host: str | None, port: int | None) -> None:
-    """Serve the Communications Mining-compatible HTTP API (with --embedded: SQLite, workers inside)."""
+    """Serve the HTTP API and the web UI at / (with --embedded: SQLite, workers and retraining inside)."""
+    run_server(ctx.app, host or ctx.settings.api_host, port or ctx.settings.api_port)
+
+
+def run_server(app: Any, host: str, port: int) -> None:
+    """uvicorn over the app; in the embedded mode the actors and the retraining run on threads of the server."""
     import uvicorn
 
     from commine.api.app import create_app
 
-    app = ctx.app
     if app.settings.embedded:
-        from commine.workers.inline import worker_for
+        from commine.workers.inline import background_trainer, worker_for
 
         worker_for(app)  # the in-process actors run on a thread of the server
-    uvicorn.run(
-        create_app(app),
-        host=host or ctx.settings.api_host,
-        port=port or ctx.settings.api_port,
-        log_level="info",
-    )
+        background_trainer(app)  # so labelling in the UI lands a new model version
+    click.echo(f"commine web UI and API on http://{host}:{port}/")
+    uvicorn.run(create_app(app), host=host, port=port, log_level="info")
 
 
 COMMANDS = [users, tokens, permissions, serve]

@@ -301,12 +301,13 @@ def migrate(ctx: Context) -> None:
 
 
 def _register_subcommands() -> None:
-    from commine.scripts import (  # noqa: F401 (bench_ml and bench_streams add to bench)
+    from commine.scripts import (  # noqa: F401 (bench_ml, bench_streams and bench_ui add to bench)
         admin,
         annotate,
         bench,
         bench_ml,
         bench_streams,
+        bench_ui,
         demo,
         governance,
         integrations,

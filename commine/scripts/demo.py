@@ -38,8 +38,12 @@ def write_csv(path: Path, count: int, seed: int, labelled: int) -> None:
     default=None,
     help="Keep the demo database here (default: a temporary folder, removed afterwards).",
 )
+@click.option("--serve", is_flag=True, help="Then serve the web UI on the trained demo dataset until Ctrl-C.")
+@click.option("--port", default=8000, show_default=True, help="Port of the web UI with --serve.")
 @pass_context
-def demo(ctx: Context, messages: int, labelled: int, seed: int, home: Path | None) -> None:
+def demo(
+    ctx: Context, messages: int, labelled: int, seed: int, home: Path | None, serve: bool = False, port: int = 8000
+) -> None:
     """Run the pipeline end to end on the embedded default and print what happened."""
     from commine.bootstrap import bootstrap
     from commine.handlers.commands import create_dataset, create_project, create_source
@@ -94,9 +98,22 @@ def demo(ctx: Context, messages: int, labelled: int, seed: int, home: Path | Non
             )
             if live.total != rebuilt.total:
                 raise click.ClickException("replay does not reproduce the live state")
+            if serve:
+                _serve(app, port)
         finally:
             app.close()
     click.echo(f"demo finished in {time.perf_counter() - started:.1f} s")
+
+
+def _serve(app: Any, port: int) -> None:
+    """A demo administrator with a token to sign in with, then the web UI over the demo dataset."""
+    from commine.handlers.access import add_user, issue_token
+    from commine.scripts.admin import run_server
+
+    add_user(app.store, "demo-admin", admin=True, actor=actor_name())
+    token = issue_token(app.store, "demo-admin", description="commine demo --serve", actor=actor_name()).token
+    click.echo(f"8. web UI: open http://127.0.0.1:{port}/ and sign in with the token {token}")
+    run_server(app, "127.0.0.1", port)
 
 
 def _show_model(app: Any) -> None:

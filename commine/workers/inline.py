@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+import threading
 import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -9,6 +11,8 @@ from contextlib import contextmanager
 import dramatiq
 
 from commine.bootstrap import App
+
+log = logging.getLogger(__name__)
 
 #: One in-process worker per broker: dramatiq registers a worker's middleware on its broker for
 #: good, so a second worker on the same broker would process every message twice.
@@ -39,3 +43,28 @@ def drain(app: App, worker: dramatiq.Worker) -> None:
         # fail_fast: a message that failed raises its exception here, in the calling command.
         app.broker.join(queue, fail_fast=True)  # type: ignore[call-arg]
     worker.join()
+
+
+def background_trainer(app: App, interval: float = 2.0) -> threading.Thread | None:
+    """In the embedded mode, train the datasets whose labels changed, every ``interval`` seconds, on a thread.
+
+    The embedded mode collects retraining requests (``bootstrap.PendingTraining``) and trains when a
+    command asks; a long-running server (``commine serve``) asks here, so a trainer labelling in the web
+    UI sees a new model version land without running anything else. None when retraining is off.
+    """
+    pending = app.training
+    if pending is None or not hasattr(pending, "run_pending"):
+        return None
+    stop = threading.Event()
+
+    def run() -> None:
+        while not stop.wait(interval):
+            try:
+                pending.run_pending()
+            except Exception:  # a failed run is logged; the next annotation asks again
+                log.exception("background training failed")
+
+    thread = threading.Thread(target=run, name="commine-trainer", daemon=True)
+    thread.start()
+    app.on_close(stop.set)
+    return thread
