@@ -14,6 +14,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
+from hypothesis import settings as hypothesis_settings
 
 from commine.broker.topology import delete_topology
 from commine.persistence.engine import drop_database, ensure_database, make_engine, migrate
@@ -24,6 +25,11 @@ PG_SERVER = os.environ.get("COMMINE_TEST_POSTGRES", "postgresql+psycopg://postgr
 REDIS_URL = "redis://127.0.0.1:6379/0"
 AMQP_URL = os.environ.get("COMMINE_TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/%2F")
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "banking77"
+
+# Property tests check behaviour, not speed: on a shared 2-core machine one example can take twice
+# hypothesis' default 200 ms deadline (CI failed once on that). Speed is what the benchmarks measure.
+hypothesis_settings.register_profile("commine", deadline=None)
+hypothesis_settings.load_profile("commine")
 
 
 def _listening(port: int) -> bool:
