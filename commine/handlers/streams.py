@@ -325,7 +325,8 @@ def preview_thresholds(
         while page := streamdata.entries_after(conn, stream.stream_id, after, SCAN_PAGE):
             for entry in page:
                 now = entry.passes_filter and (
-                    proposed.deliver_all_filtered or bool(labels_returned(entry.probabilities, proposed.thresholds))
+                    proposed.deliver_all_filtered
+                    or bool(labels_returned(entry.probabilities or {}, proposed.thresholds))
                 )
                 if now and not entry.qualifies:
                     enter.append(entry.uid)

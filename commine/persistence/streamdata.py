@@ -32,10 +32,25 @@ def stream_rows(conn: Connection, dataset_id: str | None = None, *, delivery: st
 
 
 def entries_after(conn: Connection, stream_id: str, after: int, limit: int) -> list[Any]:
-    """Up to ``limit`` entries with a sequence id above ``after``, in order: an index range scan."""
-    e = t.stream_entries
+    """Up to ``limit`` entries with a sequence id above ``after``, in order: an index range scan.
+
+    ``probabilities`` are the message's newest under the stream's pinned version (the
+    ``predictions`` table; entries no longer copy them), what an undelivered entry was evaluated on.
+    """
+    e, s, p = t.stream_entries, t.streams, t.predictions
+    joined = e.join(s, s.c.stream_id == e.c.stream_id).outerjoin(
+        p, sa.and_(p.c.dataset_id == s.c.dataset_id, p.c.model_version == s.c.model_version, p.c.uid == e.c.uid)
+    )
     query = (
-        sa.select(e.c.seq, e.c.uid, e.c.qualifies, e.c.labels, e.c.passes_filter, e.c.probabilities)
+        sa.select(
+            e.c.seq,
+            e.c.uid,
+            e.c.qualifies,
+            e.c.labels,
+            e.c.passes_filter,
+            sa.func.coalesce(p.c.labels, e.c.probabilities).label("probabilities"),
+        )
+        .select_from(joined)
         .where(e.c.stream_id == stream_id, e.c.seq > after)
         .order_by(e.c.seq)
         .limit(limit)
