@@ -50,6 +50,6 @@ def test_entries_copied_read_back_unchanged_whatever_their_characters(store: Eve
     with store.engine.connect() as conn:
         e = t.stream_entries
         found = [tuple(row) for row in conn.execute(sa.select(*e.columns).order_by(e.c.seq))]
-    assert ENTRY_COLUMNS == [column.name for column in t.stream_entries.columns]
+    assert [column.name for column in t.stream_entries.columns] == ENTRY_COLUMNS
     assert [row[:5] + row[6:] for row in found] == [row[:5] + row[6:] for row in rows]
     assert [row[5].replace(tzinfo=UTC) if row[5].tzinfo is None else row[5] for row in found] == [at, at]
