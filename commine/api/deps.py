@@ -31,16 +31,23 @@ class Services:
         projections.catch_up(self.store)
         self.after_write()
 
+    def nudge(self) -> None:
+        """After a write a command has already caught the read models up after (``streams.advance``)."""
+        self.after_write()
+
     def fresh(self) -> None:
         """Before a read: catch the read models up if the log moved on (a CLI command, a worker's write).
 
         Cheap when nothing is new; never waits for another runner already at it.
         """
+        checkpoint = (
+            sa.select(t.checkpoints.c.position).where(t.checkpoints.c.name == projections.CHECKPOINT).scalar_subquery()
+        )
+        last = sa.select(sa.func.max(t.events.c.position)).scalar_subquery()
+        # One round trip, on every request: both ends are index lookups.
+        query = sa.select(sa.func.coalesce(checkpoint, 0) < sa.func.coalesce(last, 0))
         with self.store.engine.connect() as conn:
-            checkpoint = conn.execute(
-                sa.select(t.checkpoints.c.position).where(t.checkpoints.c.name == projections.CHECKPOINT)
-            ).scalar()
-            behind = (checkpoint or 0) < self.store.last_position(conn)
+            behind = bool(conn.execute(query).scalar())
         if behind:
             projections.catch_up(self.store, wait=False)
 

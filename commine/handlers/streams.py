@@ -53,7 +53,7 @@ log = logging.getLogger(__name__)
 
 #: Bounds of ``fetch``'s ``size`` and ``max_filtered`` (the reference's swagger).
 MAX_FETCH = 1024
-#: Entries the router passes per transaction: one confirmed publish and one ``StreamAdvanced`` each.
+#: Qualifying entries the router publishes per transaction: one confirmed publish and one ``StreamAdvanced`` each.
 ROUTE_BATCH = 2000
 #: Entries read per query while the threshold preview walks the stream.
 SCAN_PAGE = 1024
@@ -327,7 +327,8 @@ def preview_thresholds(
         while page := streamdata.entries_after(conn, stream.stream_id, after, SCAN_PAGE):
             for entry in page:
                 now = entry.passes_filter and (
-                    proposed.deliver_all_filtered or bool(labels_returned(entry.probabilities, proposed.thresholds))
+                    proposed.deliver_all_filtered
+                    or bool(labels_returned(entry.probabilities or {}, proposed.thresholds))
                 )
                 if now and not entry.qualifies:
                     enter.append(entry.uid)
@@ -381,8 +382,13 @@ def route_stream(
     store: EventStore, publisher: StreamPublisher, stream_id: str, *, batch_size: int = ROUTE_BATCH
 ) -> tuple[int, int]:
     """One batch of one stream: publish (confirmed), then record ``StreamAdvanced`` and the routing
-    position in one transaction. Returns how many entries were passed and how many published
-    (those that qualify); (0, 0) when nothing lies past the position or another router has the stream.
+    position in one transaction. Returns how many sequence ids were passed and how many messages
+    published (those that qualify); (0, 0) when nothing lies past the position or another router
+    has the stream.
+
+    Only qualifying entries are read (the partial index): a batch is the next ``batch_size`` of
+    them, and the position moves past every entry before the next one, up to the stream's last
+    sequence id (the projection writes it with the entries, in one transaction).
 
     A crash between the confirm and the commit publishes the batch again: delivery is at least
     once, robots deduplicate by ``message_id`` (``<stream id>:<sequence id>``).
@@ -393,17 +399,16 @@ def route_stream(
         if stream is None or pushed_seq is None:
             return 0, 0
         start = max(pushed_seq, stream.cursor)
-        entries = streamdata.deliveries_after(conn, stream_id, start, batch_size)
-        if not entries:
+        if stream.last_seq <= start:
             return 0, 0
-        chosen = [entry for entry in entries if entry.qualifies]
+        chosen = streamdata.qualifying_after(conn, stream_id, start, batch_size)
+        last = chosen[-1].seq if len(chosen) >= batch_size else stream.last_seq
         if chosen:
             queue = stream_queue(publisher.prefix, stream.dataset_id, stream.name)
             publisher.publish(queue, stream_id, _results(conn, stream, chosen))
-        last = entries[-1].seq
         _record_advance(store, conn, stream, last)
         conn.execute(t.stream_routing.update().where(t.stream_routing.c.stream_id == stream_id).values(pushed_seq=last))
-    return len(entries), len(chosen)
+    return last - start, len(chosen)
 
 
 def _lock_routing(conn: Connection, stream_id: str) -> int | None:

@@ -413,7 +413,8 @@ def _predictions(conn: Connection, batch: list[StoredEvent]) -> None:
             rows = {key: row for key, row in rows.items() if not key[2].startswith(prefix)}
             conn.execute(t.predictions.delete().where(t.predictions.c.uid.startswith(prefix, autoescape=True)))
     # A dataset deleted by now (later in the batch, or while its model was predicting) keeps no predictions.
-    alive = {dataset_id for dataset_id, _, _ in rows if _exists(conn, dataset_id)}
+    # Asked once per dataset, not once per prediction (a window holds thousands of one dataset's).
+    alive = {dataset_id for dataset_id in {key[0] for key in rows} if _exists(conn, dataset_id)}
     kept = [row for key, row in rows.items() if key[0] in alive]
     for chunk in _chunks(kept, 1000):
         upsert(conn, t.predictions, chunk, ["dataset_id", "model_version", "uid"], newer="position")

@@ -274,8 +274,9 @@ stream_entries = sa.Table(
     #: When the message was first ingested (the comment's ``created_at``), what a reset goes back to.
     sa.Column("created_at", Timestamp, nullable=False),
     sa.Column("passes_filter", sa.Boolean, nullable=False),
-    #: The pinned version's probabilities for the message, as the stream last saw them.
-    sa.Column("probabilities", JsonType, nullable=False),
+    #: Unused since migration 0101 (NULL): an entry past the cursor holds the newest probabilities
+    #: of its message under the pinned version, which re-evaluation reads from ``predictions``.
+    sa.Column("probabilities", JsonType, nullable=True),
     sa.Column("qualifies", sa.Boolean, nullable=False),
     #: The labels a robot gets: those meeting their thresholds, with probabilities.
     sa.Column("labels", JsonType, nullable=False),

@@ -21,19 +21,19 @@ a read model that may be ahead of it, so a replay in any batch size gives the sa
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 
+import numpy as np
 import sqlalchemy as sa
-from psycopg.types.json import Jsonb
 from sqlalchemy.engine import Connection
 
 from commine.domain.comment import parse_timestamp
 from commine.domain.message import message_aggregate_id
-from commine.domain.names import label_name
-from commine.domain.stream import StreamRules, labels_returned, passes_filter
+from commine.domain.names import label_name, label_parts
+from commine.domain.stream import StreamRules, passes_filter
 from commine.events import (
     DatasetDeleted,
     ExceptionCleared,
@@ -55,9 +55,10 @@ from commine.persistence.encryption import open_comments
 from commine.persistence.engine import json_dumps
 from commine.persistence.store import StoredEvent, as_utc
 
-#: Stream events after which the projection reads the predictions table: a batch of the log is
-#: cut right after each, so the table holds exactly the predictions recorded before the event.
-REBASING = (StreamCreated, StreamModelChanged, StreamReset)
+#: Stream events after which the projection reads the predictions table (a threshold change
+#: re-evaluates from it): a batch of the log is cut right after each, so the table holds exactly
+#: the predictions recorded before the event.
+REBASING = (StreamCreated, StreamModelChanged, StreamReset, ThresholdChanged)
 #: Keys per ``IN (...)`` clause.
 CHUNK = 500
 #: Messages a stream's creation (or re-pin, or reset) evaluates and appends at a time.
@@ -225,21 +226,39 @@ def _exception_cleared(conn: Target, stored: StoredEvent) -> set[str]:
 
 
 def _predictions_recorded(conn: Target, stored: StoredEvent) -> set[str]:
-    """New predictions under a version some streams pin: refresh their entries, append the new ones."""
+    """New predictions under a version some streams pin: refresh their entries, append the new ones.
+
+    The whole event is evaluated against all those streams at once, and the new entries of all
+    of them go into the table in one COPY.
+    """
     e: PredictionsRecorded = stored.event  # type: ignore[assignment]
     s = t.streams
     streams = conn.execute(
-        sa.select(s).where(s.c.dataset_id == e.dataset_id, s.c.model_version == e.model_version)
+        sa.select(s).where(s.c.dataset_id == e.dataset_id, s.c.model_version == e.model_version).order_by(s.c.stream_id)
     ).all()
     if not streams:
         return set()
     probabilities = {item["uid"]: item["labels"] for item in e.predictions}
-    facts = message_facts(conn.log, list(probabilities), before=stored.position)
+    rules = [_rules(stream) for stream in streams]
+    facts = _facts(conn.log, list(probabilities), stored.position, content=any(map(needs_content, rules)))
     items = [(facts[uid], probabilities[uid]) for uid in probabilities if uid in facts]
     existing = _existing(conn, [stream.stream_id for stream in streams], [f.uid for f, _ in items])
-    for stream in streams:
-        _merge(conn, stream, items, existing.get(stream.stream_id, {}))
+    rows: list[tuple[Any, ...]] = []
+    for stream, verdicts in zip(streams, evaluate_window(rules, items), strict=True):
+        rows += _merge(conn, stream, items, verdicts, existing.get(stream.stream_id, {}))
+    _append_rows(conn, rows)
     return {stream.stream_id for stream in streams}
+
+
+def _facts(log: Connection, uids: list[str], before: int, *, content: bool) -> dict[str, MessageFacts]:
+    """``message_facts``, or only the first ingestions (an empty comment) when no filter looks inside:
+    reading and opening every comment is most of the cost of a prediction otherwise."""
+    if content:
+        return message_facts(log, uids, before=before)
+    return {
+        uid: MessageFacts(uid, uid.partition(".")[0], position, created_at, {})
+        for uid, (position, created_at) in first_ingestions(log, uids, before=before).items()
+    }
 
 
 def _existing(conn: Target, stream_ids: list[str], uids: list[str]) -> dict[str, dict[str, int]]:
@@ -283,80 +302,170 @@ def _rules(stream: Any) -> StreamRules:
     return StreamRules.of(stream.label_thresholds, stream.comment_filter, stream.deliver_all_filtered)
 
 
-def evaluate(facts: MessageFacts, probabilities: dict[str, float], rules: StreamRules) -> dict[str, Any]:
-    """The columns of an entry that depend on the stream's rules.
+def needs_content(rules: StreamRules) -> bool:
+    """Whether the stream's filter looks inside comments (time, user properties), not just at sources."""
+    return bool(rules.comment_filter.get("timestamp") or rules.comment_filter.get("user_properties"))
 
-    ``qualifies`` as ``domain.stream.qualifies`` decides it, from the filter and labels worked out
-    once here (this runs once per message per stream).
+
+class Verdict(NamedTuple):
+    """A message's columns in one stream's entry: what its rules make of the message (a tuple:
+    one is made per message per stream)."""
+
+    passes_filter: bool
+    qualifies: bool
+    labels: list[dict[str, Any]]
+
+
+NOTHING: list[dict[str, Any]] = []
+
+
+def evaluate(facts: MessageFacts, probabilities: dict[str, float], rules: StreamRules) -> Verdict:
+    """One message against one stream's rules (``domain.stream.qualifies``, with the labels kept)."""
+    return evaluate_window([rules], [(facts, probabilities)])[0][0]
+
+
+def evaluate_window(
+    rules: Sequence[StreamRules], items: Sequence[tuple[MessageFacts, Mapping[str, float]]]
+) -> list[list[Verdict]]:
+    """Every message of a window against every stream's rules at once: per stream, one verdict per item.
+
+    The probabilities go into one dense matrix (messages x the streams' labels) and each stream's
+    thresholds are compared with its columns in one numpy operation, instead of walking
+    ``labels_returned`` once per message per stream; only the labels of the messages that meet a
+    threshold are built in Python. Same result as ``domain.stream``: a label a prediction leaves
+    out has probability 0, which meets only a threshold of 0; labels most probable first, ties by name.
     """
-    passes = passes_filter(facts.comment, facts.source_id, rules.comment_filter)
-    labels = labels_returned(probabilities, rules.thresholds)
-    return {
-        "passes_filter": passes,
-        "probabilities": probabilities,
-        "qualifies": passes and (rules.deliver_all_filtered or bool(labels)),
-        "labels": labels,
-    }
+    columns: dict[str, int] = {}
+    for r in rules:
+        for name in r.thresholds:
+            columns.setdefault(name, len(columns))
+    matrix = np.zeros((len(items), max(1, len(columns))))
+    for row, (_, probabilities) in enumerate(items):
+        for name, probability in probabilities.items():
+            column = columns.get(name)
+            if column is not None:
+                matrix[row, column] = probability
+    names = list(columns)
+    parts = {name: label_parts(name) for name in names}
+    return [_verdicts(r, items, matrix, columns, names, parts) for r in rules]
+
+
+def _verdicts(
+    rules: StreamRules,
+    items: Sequence[tuple[MessageFacts, Mapping[str, float]]],
+    matrix: np.ndarray,
+    columns: dict[str, int],
+    names: list[str],
+    parts: dict[str, list[str]],
+) -> list[Verdict]:
+    """One stream's verdicts over the window's probability matrix."""
+    mine = np.array([columns[name] for name in rules.thresholds], dtype=np.intp)
+    limits = np.array(list(rules.thresholds.values()), dtype=np.float64)
+    met = matrix[:, mine] >= limits if len(mine) else np.zeros((len(items), 0), dtype=bool)
+    hits = met.any(axis=1) if len(mine) else np.zeros(len(items), dtype=bool)
+    if rules.comment_filter:
+        passes = [passes_filter(f.comment, f.source_id, rules.comment_filter) for f, _ in items]
+    else:
+        passes = [True] * len(items)
+    out = []
+    for row, ok in enumerate(passes):
+        labels = NOTHING
+        if hits[row]:
+            chosen = mine[met[row]]
+            found = sorted(((float(matrix[row, c]), names[c]) for c in chosen), key=lambda x: (-x[0], x[1]))
+            labels = [{"name": parts[name], "probability": p} for p, name in found]
+        out.append(Verdict(ok, ok and (rules.deliver_all_filtered or bool(labels)), labels))
+    return out
 
 
 def _merge(
-    conn: Target, stream: Any, items: Sequence[tuple[MessageFacts, dict[str, float]]], existing: dict[str, int]
-) -> None:
+    conn: Target,
+    stream: Any,
+    items: Sequence[tuple[MessageFacts, dict[str, float]]],
+    verdicts: list[Verdict],
+    existing: dict[str, int],
+) -> list[tuple[Any, ...]]:
     """Refresh the undelivered entries of these messages (``existing``: their sequence ids in this
-    stream); append those the stream has not seen."""
-    entries = t.stream_entries
-    rules = _rules(stream)
-    fresh = []
-    for facts, probabilities in items:
+    stream); return the rows of those the stream has not seen, for the caller to insert."""
+    fresh, refresh = [], []
+    for (facts, _), verdict in zip(items, verdicts, strict=True):
         seq = existing.get(facts.uid)
         if seq is None:
             if stream.reset_from is None or facts.created_at >= as_utc(stream.reset_from):
-                fresh.append((facts, probabilities))
+                fresh.append((facts, verdict))
         elif seq > stream.cursor:
-            conn.execute(
-                entries.update()
-                .where(entries.c.stream_id == stream.stream_id, entries.c.seq == seq)
-                .values(evaluate(facts, probabilities, rules))
-            )
-    _append(conn, stream, fresh)
+            refresh.append({"k_seq": seq, **_verdict_columns(verdict)})
+    _update_entries(conn, stream.stream_id, refresh)
+    return _rows(stream, fresh)
 
 
-def _append(conn: Target, stream: Any, items: list[tuple[MessageFacts, dict[str, float]]]) -> None:
-    """New entries at the end of the stream, in ingestion order."""
-    if not items:
+def _verdict_columns(verdict: Verdict) -> dict[str, Any]:
+    return {"passes_filter": verdict.passes_filter, "qualifies": verdict.qualifies, "labels": verdict.labels}
+
+
+def _update_entries(conn: Target, stream_id: str, changes: list[dict[str, Any]]) -> None:
+    """Set the verdict columns of entries (``k_seq`` each) in one executemany."""
+    if not changes:
         return
-    rules = _rules(stream)
-    items = sorted(items, key=lambda item: (item[0].first_position, item[0].uid))
-    rows = []
-    for seq, (facts, probabilities) in enumerate(items, stream.last_seq + 1):
-        rows.append(
-            {
-                "stream_id": stream.stream_id,
-                "seq": seq,
-                "uid": facts.uid,
-                "source_id": facts.source_id,
-                "first_position": facts.first_position,
-                "created_at": facts.created_at,
-                **evaluate(facts, probabilities, rules),
-            }
+    entries = t.stream_entries
+    statement = (
+        entries.update()
+        .where(entries.c.stream_id == stream_id, entries.c.seq == sa.bindparam("k_seq"))
+        .values(
+            passes_filter=sa.bindparam("passes_filter"),
+            qualifies=sa.bindparam("qualifies"),
+            labels=sa.bindparam("labels", type_=entries.c.labels.type),
         )
-    _insert_entries(conn.conn, rows)
-    conn.execute(
-        t.streams.update().where(t.streams.c.stream_id == stream.stream_id).values(last_seq=stream.last_seq + len(rows))
     )
+    conn.execute(statement, changes)
+
+
+def _rows(stream: Any, items: list[tuple[MessageFacts, Verdict]]) -> list[tuple[Any, ...]]:
+    """New entries at the end of the stream, in ingestion order: rows in ``ENTRY_COLUMNS`` order."""
+    items = sorted(items, key=lambda item: (item[0].first_position, item[0].uid))
+    return [
+        (
+            stream.stream_id,
+            seq,
+            facts.uid,
+            facts.source_id,
+            facts.first_position,
+            facts.created_at,
+            verdict.passes_filter,
+            None,
+            verdict.qualifies,
+            verdict.labels,
+        )
+        for seq, (facts, verdict) in enumerate(items, stream.last_seq + 1)
+    ]
+
+
+def _append_rows(conn: Target, rows: list[tuple[Any, ...]]) -> None:
+    """Insert new entries of one or more streams and move each stream's ``last_seq`` to its last."""
+    if not rows:
+        return
+    _insert_entries(conn.conn, rows)
+    last: dict[str, int] = {}
+    for row in rows:
+        last[row[0]] = max(last.get(row[0], 0), row[1])
+    s = t.streams
+    statement = s.update().where(s.c.stream_id == sa.bindparam("k_id")).values(last_seq=sa.bindparam("k_last"))
+    conn.execute(statement, [{"k_id": k, "k_last": v} for k, v in sorted(last.items())])
 
 
 #: The columns of ``stream_entries`` in the order ``_insert_entries`` copies them.
 ENTRY_COLUMNS = [column.name for column in t.stream_entries.columns]
 JSON_COLUMNS = {"probabilities", "labels"}
+_EMPTY_JSON = json_dumps(NOTHING)
 
 
-def _insert_entries(conn: Connection, rows: list[dict[str, Any]]) -> None:
-    """Insert entries: with COPY on PostgreSQL (a stream of a million messages gets a million
-    entries, several times faster than a batched INSERT), a batched INSERT on SQLite."""
+def _insert_entries(conn: Connection, rows: list[tuple[Any, ...]]) -> None:
+    """Insert entries (tuples in ``ENTRY_COLUMNS`` order): with COPY on PostgreSQL (a stream of a
+    million messages gets a million entries, several times faster than a batched INSERT), the
+    labels encoded once here as JSON text; a batched INSERT on SQLite."""
     if conn.dialect.name != "postgresql":
         for chunk in _chunks(rows):
-            conn.execute(t.stream_entries.insert(), chunk)
+            conn.execute(t.stream_entries.insert(), [dict(zip(ENTRY_COLUMNS, row, strict=True)) for row in chunk])
         return
     # A replay builds the read models in another schema through SQLAlchemy's schema translation,
     # which a hand-written COPY must follow too.
@@ -364,8 +473,28 @@ def _insert_entries(conn: Connection, rows: list[dict[str, Any]]) -> None:
     table = f'"{schema}".stream_entries' if schema else "stream_entries"
     cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
     with cursor.copy(f"COPY {table} ({', '.join(ENTRY_COLUMNS)}) FROM STDIN") as copy:
-        for row in rows:
-            copy.write_row([Jsonb(row[c], dumps=json_dumps) if c in JSON_COLUMNS else row[c] for c in ENTRY_COLUMNS])
+        for start in range(0, len(rows), ADD_CHUNK):
+            copy.write("".join(map(_copy_line, rows[start : start + ADD_CHUNK])))
+
+
+_BOOL = {True: "t", False: "f"}
+
+
+def _copy_text(value: str) -> str:
+    """A value in COPY's text format: backslash, tab, newline and carriage return escaped
+    (``str.replace`` finds nothing to do in almost every value, and costs next to nothing then)."""
+    return value.replace("\\", "\\\\").replace("\t", "\\t").replace("\n", "\\n").replace("\r", "\\r")
+
+
+def _copy_line(row: tuple[Any, ...]) -> str:
+    """One entry as a line of COPY text (``ENTRY_COLUMNS`` order, probabilities NULL): building the
+    line here costs a fraction of psycopg's per-value adaptation, on the hottest write of routing."""
+    stream_id, seq, uid, source_id, first_position, created_at, passes, _, qualifies, labels = row
+    text = json_dumps(labels) if labels else _EMPTY_JSON
+    return (
+        f"{_copy_text(stream_id)}\t{seq}\t{_copy_text(uid)}\t{_copy_text(source_id)}\t{first_position}\t"
+        f"{created_at.isoformat()}\t{_BOOL[bool(passes)]}\t\\N\t{_BOOL[bool(qualifies)]}\t{_copy_text(text)}\n"
+    )
 
 
 def _add_predicted(conn: Target, stream: Any, position: int) -> None:
@@ -375,7 +504,7 @@ def _add_predicted(conn: Target, stream: Any, position: int) -> None:
     A stream created over a large dataset meets a million predictions here, so they are taken in
     two passes that never hold them all: first every such message's first ingestion (position
     and time, no content) to put them in ingestion order, then ``ADD_CHUNK`` messages at a time
-    with their probabilities and content, appended in that order.
+    with their probabilities (and content, if the filter needs it), appended in that order.
     """
     if stream is None or stream.model_version is None:
         return
@@ -396,10 +525,18 @@ def _add_predicted(conn: Target, stream: Any, position: int) -> None:
     if stream.reset_from is not None:
         first = {u: f for u, f in first.items() if f[1] >= as_utc(stream.reset_from)}
     ordered = sorted(first, key=lambda u: (first[u][0], u))
+    rules = _rules(stream)
+    content = needs_content(rules)
     for chunk in _chunks(ordered, ADD_CHUNK):
         predicted = _probabilities(conn, stream, chunk)
-        facts = message_facts(conn.log, chunk, before=position)
-        _append(conn, _stream(conn, stream.stream_id), [(facts[u], predicted[u]) for u in chunk if u in facts])
+        if content:
+            facts = message_facts(conn.log, chunk, before=position)
+        else:
+            facts = {u: MessageFacts(u, u.partition(".")[0], *first[u], {}) for u in chunk}
+        items = [(facts[u], predicted[u]) for u in chunk if u in facts and u in predicted]
+        verdicts = evaluate_window([rules], items)[0]
+        current = _stream(conn, stream.stream_id)
+        _append_rows(conn, _rows(current, [(f, v) for (f, _), v in zip(items, verdicts, strict=True)]))
 
 
 def _probabilities(conn: Target, stream: Any, uids: list[str]) -> dict[str, dict[str, float]]:
@@ -415,20 +552,48 @@ def _probabilities(conn: Target, stream: Any, uids: list[str]) -> dict[str, dict
 
 
 def _reevaluate(conn: Target, stream: Any) -> None:
-    """Apply the stream's current rules to every entry past its cursor."""
-    entries = t.stream_entries
+    """Apply the stream's current rules to every entry past its cursor; write only what changed.
+
+    The probabilities come from the ``predictions`` table: an entry past the cursor holds its
+    message's newest prediction under the pinned version, and the batch is cut right after a
+    ``ThresholdChanged`` (``REBASING``), so the table then holds exactly what the log recorded before it.
+    """
+    entries, p = t.stream_entries, t.predictions
     rules = _rules(stream)
-    query = sa.select(entries.c.seq, entries.c.passes_filter, entries.c.probabilities).where(
-        entries.c.stream_id == stream.stream_id, entries.c.seq > stream.cursor
+    joined = entries.outerjoin(
+        p,
+        sa.and_(
+            p.c.dataset_id == stream.dataset_id, p.c.model_version == stream.model_version, p.c.uid == entries.c.uid
+        ),
     )
-    for seq, passes, probabilities in conn.execute(query).all():
-        labels = labels_returned(probabilities, rules.thresholds)
-        now = passes and (rules.deliver_all_filtered or bool(labels))
-        conn.execute(
-            entries.update()
-            .where(entries.c.stream_id == stream.stream_id, entries.c.seq == seq)
-            .values(qualifies=now, labels=labels)
+    after = stream.cursor
+    while True:
+        query = (
+            sa.select(
+                entries.c.seq,
+                entries.c.uid,
+                entries.c.passes_filter,
+                entries.c.qualifies,
+                entries.c.labels,
+                p.c.labels.label("probabilities"),
+            )
+            .select_from(joined)
+            .where(entries.c.stream_id == stream.stream_id, entries.c.seq > after)
+            .order_by(entries.c.seq)
+            .limit(ADD_CHUNK)
         )
+        page = conn.execute(query).all()
+        if not page:
+            return
+        items = [(MessageFacts(row.uid, "", 0, datetime.min, {}), row.probabilities or {}) for row in page]
+        verdicts = evaluate_window([StreamRules(rules.thresholds, {}, rules.deliver_all_filtered)], items)[0]
+        changes = []
+        for row, verdict in zip(page, verdicts, strict=True):
+            now = row.passes_filter and verdict.qualifies
+            if (now, verdict.labels) != (row.qualifies, row.labels):
+                changes.append({"k_seq": row.seq, **_verdict_columns(Verdict(row.passes_filter, now, verdict.labels))})
+        _update_entries(conn, stream.stream_id, changes)
+        after = page[-1].seq
 
 
 def first_ingestions(conn: Connection, uids: Iterable[str], *, before: int) -> dict[str, tuple[int, datetime]]:
@@ -441,19 +606,15 @@ def first_ingestions(conn: Connection, uids: Iterable[str], *, before: int) -> d
         by_aggregate[message_aggregate_id(source_id, comment_id)] = uid
     out: dict[str, tuple[int, datetime]] = {}
     for chunk in _chunks(list(by_aggregate)):
+        # One query a chunk: a message is ingested once or a few times, the first row of each wins.
         query = (
-            sa.select(e.c.aggregate_id, sa.func.min(e.c.position))
+            sa.select(e.c.aggregate_id, e.c.position, e.c.occurred_at)
             .where(e.c.aggregate_id.in_(chunk), e.c.type == MessageIngested.type_name(), e.c.position < before)
-            .group_by(e.c.aggregate_id)
+            .order_by(e.c.position.desc())
         )
-        firsts = {aggregate_id: position for aggregate_id, position in conn.execute(query)}
-        if not firsts:
-            continue
-        times = sa.select(e.c.position, e.c.occurred_at).where(e.c.position.in_(list(firsts.values())))
-        moments = {position: as_utc(occurred_at) for position, occurred_at in conn.execute(times)}
-        for aggregate_id, position in firsts.items():
-            out[by_aggregate[aggregate_id]] = (position, moments[position])
-    return out
+        for aggregate_id, position, occurred_at in conn.execute(query):
+            out[by_aggregate[aggregate_id]] = (position, occurred_at)
+    return {uid: (position, as_utc(occurred_at)) for uid, (position, occurred_at) in out.items()}
 
 
 def message_facts(conn: Connection, uids: Iterable[str], *, before: int) -> dict[str, MessageFacts]:
