@@ -141,7 +141,7 @@ def analyze(world: World) -> None:
         conn.execute(sa.text("ANALYZE"))
 
 
-def register_model(world: World) -> int:
+def register_model(world: World, metrics: dict[str, Any] | None = None, training_size: int = 0) -> int:
     """A model version over the bench's labels (no artifact: the bench records its predictions)."""
     from commine.domain.model import ModelVersions, models_aggregate_id
     from commine.handlers.commands import run
@@ -154,8 +154,8 @@ def register_model(world: World) -> int:
         lambda m: m.register(
             labels=world.labels,
             hyperparameters={},
-            training_size=0,
-            metrics={},
+            training_size=training_size,
+            metrics=metrics or {},
             artifact_hash=uuid.uuid4().hex * 2,
             trained_on_position=0,
             actor=ACTOR,

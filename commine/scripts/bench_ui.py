@@ -40,6 +40,7 @@ from commine.scripts.bench_streams import (
     label_names,
     load_average,
     open_world,
+    register_model,
     seed_messages,
     seed_predictions,
     start_server,
@@ -112,31 +113,6 @@ def model_metrics(world: World, version: int, best: np.ndarray) -> dict[str, Any
         "held_out": held,
         "train_seconds": 0.0,
     }
-
-
-def register(world: World, metrics: dict[str, Any], reviewed: int) -> int:
-    import uuid
-
-    from commine.domain.model import ModelVersions, models_aggregate_id
-    from commine.handlers.commands import run
-    from commine.persistence.projections import catch_up
-
-    registry = run(
-        world.store,
-        ModelVersions,
-        models_aggregate_id(world.dataset_id),
-        lambda m: m.register(
-            labels=world.labels,
-            hyperparameters={},
-            training_size=reviewed,
-            metrics=metrics,
-            artifact_hash=uuid.uuid4().hex * 2,
-            trained_on_position=0,
-            actor=ACTOR,
-        ),
-    )
-    catch_up(world.store)
-    return registry.latest
 
 
 def admin_token(world: World) -> str:
@@ -238,7 +214,7 @@ def bench_ui(ctx: Context, messages: int, label_count: int, reviewed: int, reque
         seed_messages(world, messages)
         define_labels(world)
         best = annotate_some(world, 1, min(reviewed, messages))
-        version = register(world, model_metrics(world, 1, best), len(best))
+        version = register_model(world, model_metrics(world, 1, best), len(best))
         seed_predictions(world, version, messages)
         analyze(world)
         summary["seed_s"] = round(time.perf_counter() - started, 1)
