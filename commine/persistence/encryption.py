@@ -256,15 +256,20 @@ def _key_context(owner: str, version: int) -> bytes:
     return f"data-key|{owner}|{version}".encode()
 
 
+def _cache_key(row: Any) -> tuple[str, int, str, bytes]:
+    # By the exact wrapped bytes read from the table: a row rolled back, re-wrapped or destroyed reads
+    # differently, so a cache can never hand out a key the table no longer has.
+    return (row.owner, row.version, row.master_key_id, bytes(row.wrapped_key))
+
+
 class Keyring:
     """Creates, loads, rotates and destroys data keys in ``data_keys``, wrapped by a ``KeyWrapper``."""
 
     def __init__(self, wrapper: KeyWrapper) -> None:
         self.wrapper = wrapper
-        # Unwrapped keys by the exact wrapped bytes read from the table: a row rolled back, re-wrapped
-        # or destroyed reads differently, so the cache can never hand out a key the table no longer has.
+        # Both caches by ``_cache_key``: ciphers for data keys, raw bytes for every key (hash keys too).
         self._unwrapped: dict[tuple[str, int, str, bytes], AESGCM] = {}
-        self._secrets: dict[tuple[str, int, str, bytes], bytes] = {}
+        self._raw: dict[tuple[str, int, str, bytes], bytes] = {}
 
     def load(self, conn: Connection, owners: Iterable[str]) -> Keys:
         keys = Keys()
@@ -278,12 +283,21 @@ class Keyring:
     def _open(self, row: Any) -> AESGCM | None:
         if row.wrapped_key is None:
             return None
-        cache_key = (row.owner, row.version, row.master_key_id, bytes(row.wrapped_key))
+        cache_key = _cache_key(row)
         key = self._unwrapped.get(cache_key)
         if key is None:
-            raw = self.wrapper.unwrap(row.master_key_id, bytes(row.wrapped_key), _key_context(row.owner, row.version))
-            key = self._unwrapped[cache_key] = AESGCM(raw)
+            key = self._unwrapped[cache_key] = AESGCM(self._unwrap(row))
         return key
+
+    def _unwrap(self, row: Any) -> bytes:
+        """A stored key's raw bytes, unwrapped by the master key once per wrapped value."""
+        cache_key = _cache_key(row)
+        raw = self._raw.get(cache_key)
+        if raw is None:
+            raw = self._raw[cache_key] = self.wrapper.unwrap(
+                row.master_key_id, bytes(row.wrapped_key), _key_context(row.owner, row.version)
+            )
+        return raw
 
     def secret(self, conn: Connection, owner: str) -> bytes:
         """The raw bytes of ``owner``'s single-version key (created on first use): an HMAC key, not a cipher."""
@@ -294,12 +308,7 @@ class Keyring:
             row = conn.execute(query).one()
         if row.wrapped_key is None:
             raise ContentPurged(f"{owner} was purged: its key is destroyed")
-        cache_key = (row.owner, row.version, row.master_key_id, bytes(row.wrapped_key))
-        raw = self._secrets.get(cache_key)
-        if raw is None:
-            context = _key_context(row.owner, row.version)
-            raw = self._secrets[cache_key] = self.wrapper.unwrap(row.master_key_id, bytes(row.wrapped_key), context)
-        return raw
+        return self._unwrap(row)
 
     def current(self, conn: Connection, owner: str, *, create: bool = True) -> tuple[int, AESGCM]:
         """The newest version of ``owner``'s data key (created if it has none and ``create``)."""
