@@ -21,6 +21,8 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
+from commine.domain.comment import content_hash, normalise_comment
+from commine.domain.message import Message, message_aggregate_id
 from commine.events import MessageIngested, SourcePurged
 from commine.handlers.commands import create_dataset, create_project, create_source, delete_source
 from commine.handlers.ingest import handle_ingest
@@ -361,6 +363,71 @@ def test_a_source_key_rotation_killed_midway_resumes_from_its_last_committed_bat
         assert f"source:{source_id}: v1 wrapped by" in shown.stdout and "45 records, finished" in shown.stdout
     finally:
         engine.dispose()
+
+
+def test_a_source_key_rotation_rekeys_content_hashes_stored_plain_in_the_log_and_read_models(
+    database_url: str, tmp_path: Path
+) -> None:
+    key = new_master_key()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("COMMINE_")}
+    env.update(COMMINE_MASTER_KEY=key, COMMINE_DATABASE_URL=database_url, COMMINE_HOME=str(tmp_path))
+    engine = make_engine(database_url)
+    migrate(engine)
+    try:
+        store = EventStore(engine, cipher=cipher(key))
+        source_id = given_source(store, ["c1"])
+        other_id = given_source(store, [], source="other")
+        legacy = {(source_id, "l1"), (source_id, "l2"), (other_id, "l3")}
+        for owner, comment_id in sorted(legacy):  # stored by a version that hashed without a key
+            message = Message(message_aggregate_id(owner, comment_id))
+            message.ingest(normalise_comment(marked_comment(comment_id)), actor="csv")
+            store.append(message.collect())
+        catch_up(store)
+        plain = {c: content_hash(normalise_comment(marked_comment(c))) for c in ("c1", "l1", "l2", "l3")}
+        with engine.begin() as conn:
+            row = {"source_id": source_id, "comment_id": "l1", "encoder": "e", "content_hash": plain["l1"]}
+            conn.execute(t.embeddings.insert().values(**row, vector=b"\0" * 4))
+        assert plain["l1"] in everything_hashed(store) and plain["c1"] not in everything_hashed(store)
+
+        rotated = subprocess.run(
+            [sys.executable, "-m", "commine", "keys", "rotate-source", "--all"], env=env, capture_output=True, text=True
+        )
+        assert rotated.returncode == 0, rotated.stderr
+        out = rotated.stdout
+        assert "source p/other: 1 record(s) re-encrypted under data key v2; 1 content hash(es) re-keyed" in out
+        assert "source p/s: 3 record(s) re-encrypted under data key v2; 2 content hash(es) re-keyed" in out
+        stored = everything_hashed(store)
+        assert not any(digest in stored for digest in plain.values())
+        with engine.connect() as conn:
+            hashers = {owner: store.cipher.content_hasher(conn, owner) for owner in (source_id, other_id)}
+            hashes = dict(conn.execute(sa.select(t.messages.c.comment_id, t.messages.c.content_hash)).all())
+            embedded = conn.execute(sa.select(t.embeddings.c.content_hash)).scalar_one()
+        keyed = {c: content_hash(normalise_comment(marked_comment(c)), hashers[o]) for o, c in legacy}
+        assert {c: hashes[c] for c in keyed} == keyed and embedded == keyed["l1"]
+        # Re-sync still tells unchanged from changed, and replay rebuilds the same read models.
+        assert handle_ingest(store, make_body("p/s", [marked_comment("l1")], actor="csv")).unchanged == 1
+        assert handle_ingest(store, make_body("p/s", [marked_comment("l2", "new")], actor="csv")).updated == 1
+        live, rebuilt = replay.verify(store)
+        assert live.total == rebuilt.total
+        again = subprocess.run(
+            [sys.executable, "-m", "commine", "keys", "rotate-source", "p/s"], env=env, capture_output=True, text=True
+        )
+        assert "under data key v3" in again.stdout and "re-keyed" not in again.stdout  # nothing plain is left
+        refused = subprocess.run(
+            [sys.executable, "-m", "commine", "keys", "rotate-source"], env=env, capture_output=True, text=True
+        )
+        assert refused.returncode != 0 and "name one source (PROJECT/SOURCE) or give --all" in refused.stderr
+    finally:
+        engine.dispose()
+
+
+def everything_hashed(store: EventStore) -> str:
+    """The stored events and the messages and embeddings rows, as one text to search for a hash."""
+    with store.engine.connect() as conn:
+        events = conn.execute(sa.select(t.events.c.payload)).scalars().all()
+        messages = conn.execute(sa.select(t.messages.c.content_hash)).scalars().all()
+        embedded = conn.execute(sa.select(t.embeddings.c.content_hash)).scalars().all()
+    return json.dumps([events, messages, embedded])
 
 
 # --- crypto-shredding ------------------------------------------------------------------------------------------------

@@ -19,7 +19,16 @@ from conftest import AMQP_URL
 from streams_helpers import DATASET, World, make_world, refund
 
 from commine.bootstrap import open_store
-from commine.broker.streams import StreamPublisher, delete_stream_topology, stream_queue
+from commine.broker.streams import (
+    StreamPublisher,
+    delete_purge_marks,
+    delete_stream_topology,
+    exception_queue,
+    is_purged,
+    purged_message,
+    report_exception,
+    stream_queue,
+)
 from commine.domain.comment import canonical, content_hash, normalise_comment
 from commine.domain.message import Message, message_aggregate_id
 from commine.handlers import export as exporting
@@ -268,6 +277,65 @@ def test_a_purge_drains_the_source_from_the_stream_queue_and_keeps_the_rest_in_o
     finally:
         publisher.close()
         delete_stream_topology(AMQP_URL, queue_prefix, [queue])
+        delete_purge_marks(AMQP_URL, queue_prefix, [world.source_id])
+
+
+@pytest.mark.services
+def test_a_message_a_robot_held_during_the_purge_comes_back_marked_and_the_exceptions_queue_is_drained(
+    world: World, queue_prefix: str
+) -> None:
+    version = world.train()
+    streams.create_stream(
+        world.store,
+        DATASET,
+        "refunds",
+        label_thresholds=[{"name": ["Billing", "Refund"], "threshold": 0.5}],
+        delivery="queue",
+        actor="user:ann",
+    )
+    queue = stream_queue(queue_prefix, world.dataset_id, "refunds")
+    publisher = StreamPublisher(AMQP_URL, queue_prefix)
+    holder = pika.BlockingConnection(pika.URLParameters(AMQP_URL))
+    robot = pika.BlockingConnection(pika.URLParameters(AMQP_URL))
+    source_id = world.source_id
+    try:
+        world.ingest(["m0", "m1"])
+        ingest_other(world, ["o0"])
+        world.predict(version, {"m0": refund(0.9), "m1": refund(0.9)})
+        world.store.append([_predictions(world, version, {other_uid(world, "o0"): refund(0.9)})])
+        catch_up(world.store)
+        assert streams.route_streams(world.store, publisher) == 3
+        # One robot holds m0 unacknowledged through the purge; another reports m1 as an exception.
+        held = holder.channel()
+        method, _, body = held.basic_get(queue, auto_ack=False)
+        assert method is not None and json.loads(body)["comment"]["id"] == "m0"
+        reporter = robot.channel()
+        reporter.confirm_delivery()
+        method, properties, body = reporter.basic_get(queue, auto_ack=False)
+        report_exception(reporter, queue_prefix, queue, method, properties, body, "no such order")
+        assert streams.record_exceptions(world.store, AMQP_URL, queue_prefix) == 1
+
+        delete_source(world.store, "acme/inbox", reason="erasure", actor=ACTOR)
+        assert drain_purged_sources(world.store, AMQP_URL, queue_prefix) == 1  # m1, off the exceptions queue
+        assert queued(exception_queue(queue)) == []
+        holder.close()  # the robot dies without its ack: RabbitMQ puts m0 back on the queue
+
+        channel = robot.channel()
+        seen = []
+        for _ in range(2):
+            method, _, body = channel.basic_get(queue, auto_ack=False)
+            assert method is not None and method.redelivered  # m0 given back, o0 put back by the drain
+            seen.append((json.loads(body)["comment"]["id"], purged_message(robot, queue_prefix, method, body)))
+            channel.basic_ack(method.delivery_tag)
+        assert sorted(seen) == [("m0", True), ("o0", False)]  # only the purged source's message is dropped unread
+        assert is_purged(robot, queue_prefix, source_id) and not is_purged(robot, queue_prefix, "0" * 16)
+    finally:
+        for connection in (holder, robot):
+            if connection.is_open:
+                connection.close()
+        publisher.close()
+        delete_stream_topology(AMQP_URL, queue_prefix, [queue])
+        delete_purge_marks(AMQP_URL, queue_prefix, [source_id])
 
 
 def _predictions(world: World, version: int, scores: dict[str, dict[str, float]]) -> Any:

@@ -11,6 +11,11 @@ For a stream ``NAME`` of dataset ``DATASET_ID`` (a queue-delivered stream, see R
   themselves (``report_exception``). It routes each message to its stream's exceptions queue
   and to ``<prefix>.stream-exceptions.record``, which the exception recorder drains into
   ``ExceptionReported`` events.
+* ``<prefix>.purged.<SOURCE_ID>``: durable fanout exchange, never bound, never published to:
+  its existence says the source was purged (``mark_purged``). A message a robot held
+  unacknowledged while the purge drained the queues comes back to the queue if the robot dies
+  or requeues it; a robot asks ``is_purged`` before handling a redelivered message, and
+  acknowledges it unread if its source is purged.
 """
 
 from __future__ import annotations
@@ -43,6 +48,10 @@ def exceptions_exchange(prefix: str) -> str:
 
 def recorder_queue(prefix: str) -> str:
     return f"{prefix}.stream-exceptions.record"
+
+
+def purge_mark(prefix: str, source_id: str) -> str:
+    return f"{prefix}.purged.{source_id}"
 
 
 def parse_stream_queue(prefix: str, queue: str) -> tuple[str, str] | None:
@@ -103,6 +112,62 @@ def delete_stream_topology(amqp_url: str, prefix: str, queues: Sequence[str] = (
         channel.exchange_delete(exceptions_exchange(prefix))
     finally:
         connection.close()
+
+
+def mark_purged(channel: Any, prefix: str, source_id: str) -> None:
+    """Record on the broker that the source was purged (idempotent): a durable exchange by that name."""
+    channel.exchange_declare(exchange=purge_mark(prefix, source_id), exchange_type="fanout", durable=True)
+
+
+def delete_purge_marks(amqp_url: str, prefix: str, source_ids: Sequence[str]) -> None:
+    """Delete the purge marks of the given sources: a test's or a benchmark's own."""
+    connection = pika.BlockingConnection(pika.URLParameters(amqp_url))
+    try:
+        channel = connection.channel()
+        for source_id in source_ids:
+            channel.exchange_delete(purge_mark(prefix, source_id))
+    finally:
+        connection.close()
+
+
+def is_purged(connection: pika.BlockingConnection, prefix: str, source_id: str) -> bool:
+    """Whether the source was purged, asked of the broker the robot already talks to.
+
+    A passive declare of the source's purge mark, on a channel of its own: the broker closes a
+    channel whose passive declare finds nothing, and the robot's consuming channel must live on.
+    """
+    channel = connection.channel()
+    try:
+        channel.exchange_declare(exchange=purge_mark(prefix, source_id), passive=True)
+    except pika.exceptions.ChannelClosedByBroker as exc:
+        if exc.reply_code == 404:
+            return False
+        raise
+    channel.close()
+    return True
+
+
+def source_of(body: bytes) -> str | None:
+    """The source id of a stream message's comment (None for a body that is not a stream result)."""
+    try:
+        comment = orjson.loads(body)["comment"]
+        source_id = comment.get("source_id") or str(comment.get("uid", "")).partition(".")[0]
+    except (orjson.JSONDecodeError, KeyError, TypeError, AttributeError):
+        return None
+    return str(source_id) if source_id else None
+
+
+def purged_message(connection: pika.BlockingConnection, prefix: str, method: Any, body: bytes) -> bool:
+    """Whether a delivered stream message belongs to a purged source, so the robot must ack it unread.
+
+    Only a redelivered message can be one: the purge drains the queues of the source's ready
+    messages after marking it, and the router publishes nothing of a purged source, so only a
+    message a robot held during the drain, then gave back, comes round again.
+    """
+    if not method.redelivered:
+        return False
+    source_id = source_of(body)
+    return source_id is not None and is_purged(connection, prefix, source_id)
 
 
 class PublishNotConfirmed(pika.exceptions.AMQPError):

@@ -5,14 +5,17 @@ delivered (``stream_projection``); fetch and the router skip any that a lagging 
 holds (their comments open as purge placeholders). What the router had already published onto a
 queue-delivered stream's RabbitMQ queue carries the text in clear, though, so this follower of the
 log takes those messages off the queues: for each purge, every queue-delivered stream of a dataset
-reading the source is drained of the source's ready messages (acknowledged, so they are gone);
-the others go back where they were (``basic_nack`` with requeue keeps their order).
+reading the source has its queue and its exceptions queue drained of the source's ready messages
+(acknowledged, so they are gone); the others go back where they were (``basic_nack`` with requeue
+keeps their order).
 
 Each stream's routing row is locked while its queue is drained, so the router publishes nothing
 onto it meanwhile. A broker that is down leaves the follower's position where it was: the drain
 runs again on the next look, and draining twice drops nothing more. Messages a robot holds
-unacknowledged at that moment are out of reach of ``basic_get``; one that comes back to the queue
-later (the robot died or requeued it) is not drained again.
+unacknowledged at that moment are out of reach of ``basic_get``, so before draining, the source
+gets its purge mark on the broker (``broker.streams.mark_purged``): one that comes back to the
+queue later (the robot died or requeued it) arrives flagged as redelivered, and the robot, asking
+``broker.streams.purged_message``, acknowledges it unread.
 
 Model versions trained on the source's messages keep what they learned from them: once the retrain
 the purge asks for has registered a version trained after it, ``drop_artifacts_of_purged`` deletes
@@ -21,7 +24,6 @@ the older versions' artifacts (training calls it).
 
 from __future__ import annotations
 
-import json
 import logging
 from typing import Any
 
@@ -29,7 +31,7 @@ import pika
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from commine.broker.streams import stream_queue
+from commine.broker.streams import exception_queue, mark_purged, source_of, stream_queue
 from commine.persistence import mldata
 from commine.persistence import schema as t
 from commine.persistence.engine import insert
@@ -51,14 +53,27 @@ def drain_purged_sources(store: EventStore, amqp_url: str, prefix: str) -> int:
     def react(conn: Connection, _events: list[Any], start: int, end: int) -> None:
         nonlocal dropped
         for source_id in _purged_sources(conn, start, end):
-            for stream_id, dataset_id, name in _queue_streams(conn, source_id):
+            queue_streams = _queue_streams(conn, source_id)
+            if queue_streams:
+                _mark(amqp_url, prefix, source_id)  # first: what a robot gives back after the drain meets the mark
+            for stream_id, dataset_id, name in queue_streams:
                 _lock_routing(conn, stream_id)
-                dropped += drain_queue(amqp_url, stream_queue(prefix, dataset_id, name), source_id)
+                queue = stream_queue(prefix, dataset_id, name)
+                dropped += drain_queue(amqp_url, queue, source_id)
+                dropped += drain_queue(amqp_url, exception_queue(queue), source_id)
 
     follow(store, NAME, react, read_events=False, wait=False, batch_size=WINDOW)
     if dropped:
         log.info("dropped %d stream message(s) of purged sources from their queues", dropped)
     return dropped
+
+
+def _mark(amqp_url: str, prefix: str, source_id: str) -> None:
+    connection = pika.BlockingConnection(pika.URLParameters(amqp_url))
+    try:
+        mark_purged(connection.channel(), prefix, source_id)
+    finally:
+        connection.close()
 
 
 def _purged_sources(conn: Connection, start: int, end: int) -> list[str]:
@@ -121,11 +136,7 @@ def drain_queue(amqp_url: str, queue: str, source_id: str) -> int:
 
 def of_source(body: bytes, source_id: str) -> bool:
     """Whether a stream message is a result for a message of ``source_id`` (one that is not a result is kept)."""
-    try:
-        comment = json.loads(body)["comment"]
-        return comment.get("source_id") == source_id or str(comment.get("uid", "")).startswith(f"{source_id}.")
-    except (ValueError, KeyError, TypeError, AttributeError):
-        return False
+    return source_of(body) == source_id
 
 
 # --- model artifacts -------------------------------------------------------------------------------------------------

@@ -10,12 +10,15 @@ key stays valid until it is removed from the configuration.
 re-encrypts the source's stored records under it in the background, in batches, each batch
 committed together with the rotation's progress in ``key_rotations``: a rotation killed midway
 resumes after the last committed batch. Old key versions are kept, so every ciphertext still opens
-during and after the rotation (each names its key version in its header).
+during and after the rotation (each names its key version in its header). A record stored before
+content hashes were keyed gets its keyed hash on the way (in the log and the read models), so the
+rotation is also how an older deployment re-keys its hashes.
 
 Re-encrypting event rows is a storage-level operation on an append-only log. Only the sealed part
-of a ``MessageIngested`` comment changes (new nonce, new key version, same plaintext); the event id,
-position, type, versions, times and every clear field stay exactly as they were, so positions,
-checkpoints, projections and the relayed history are unaffected and replay gives the same state.
+of a ``MessageIngested`` comment changes (new nonce, new key version, same plaintext), and a plain
+content hash becomes the keyed one; the event id, position, type, versions, times and every other
+clear field stay exactly as they were, so positions, checkpoints, projections and the relayed
+history are unaffected and replay gives the same state.
 On PostgreSQL each batch's UPDATE holds a row lock mode that the appenders' ``LOCK TABLE events IN
 EXCLUSIVE MODE`` waits for, so appends pause for at most one batch (about 500 records) at a time.
 """
@@ -31,6 +34,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
+from commine.domain.comment import Hasher, content_hash
 from commine.persistence import schema as t
 from commine.persistence.encryption import (
     INGESTED,
@@ -51,6 +55,8 @@ class Rotation:
     position: int
     records: int
     finished: bool
+    #: Content hashes re-keyed by this run (a plain SHA-256 of older versions becomes the keyed one).
+    rehashed: int = 0
 
 
 def rotate_master(engine: Engine, cipher: Cipher) -> int:
@@ -123,7 +129,8 @@ def _next_batch(
     ).all()
     keys = cipher.keyring.load(conn, [rotation.owner])
     key = keys.get(rotation.owner, rotation.version, f"rotation of {rotation.owner}")
-    done = 0
+    hasher = cipher.content_hasher(conn, source_id)
+    done = rehashed = 0
     for row in rows:
         if _needs_rotation(row, rotation.version):
             opened = (
@@ -131,6 +138,9 @@ def _next_batch(
                 if is_sealed(row.payload)
                 else row.payload
             )
+            if hasher is not None and (keyed := _keyed_hash(conn, opened, hasher)) is not None:
+                opened = {**opened, "content_hash": keyed}
+                rehashed += 1
             sealed = cipher.seal_payload(row.event_id, opened, rotation.version, key)
             conn.execute(e.update().where(e.c.position == row.position).values(payload=sealed))
             done += 1
@@ -142,7 +152,34 @@ def _next_batch(
     if finished:
         values["finished_at"] = datetime.now(UTC)
     conn.execute(r.update().where(r.c.owner == rotation.owner, r.c.version == rotation.version).values(**values))
-    return Rotation(rotation.owner, rotation.version, position, rotation.records + done, finished)
+    return Rotation(
+        rotation.owner, rotation.version, position, rotation.records + done, finished, rotation.rehashed + rehashed
+    )
+
+
+def _keyed_hash(conn: Connection, payload: dict[str, Any], hasher: Hasher) -> str | None:
+    """The keyed content hash of a message stored with the plain SHA-256 of older versions (None for
+    one already keyed), written into the read models that hold the plain one too.
+
+    The plain hash of a known text would confirm that a source holds it; the keyed one confirms
+    nothing without the source's hash key, which the purge destroys.
+    """
+    comment = payload["comment"]
+    plain = content_hash(comment)
+    if payload["content_hash"] != plain:
+        return None
+    keyed = content_hash(comment, hasher)
+    for table in (t.messages, t.embeddings):
+        conn.execute(
+            table.update()
+            .where(
+                table.c.source_id == payload["source_id"],
+                table.c.comment_id == payload["comment_id"],
+                table.c.content_hash == plain,
+            )
+            .values(content_hash=keyed)
+        )
+    return keyed
 
 
 def _needs_rotation(row: Any, version: int) -> bool:

@@ -71,23 +71,51 @@ def keys_rotate_master(ctx: Context) -> None:
 
 
 @keys.command("rotate-source")
-@click.argument("full_name", metavar="PROJECT/SOURCE")
+@click.argument("full_name", metavar="[PROJECT/SOURCE]", required=False)
+@click.option("--all", "every", is_flag=True, help="Every source that is not purged, one after the other.")
 @click.option("--batch-size", default=500, show_default=True, help="Records re-encrypted per transaction.")
 @pass_context
-def keys_rotate_source(ctx: Context, full_name: str, batch_size: int) -> None:
-    """Give the source a new data key and re-encrypt its records under it (resumes an unfinished run)."""
+def keys_rotate_source(ctx: Context, full_name: str | None, every: bool, batch_size: int) -> None:
+    """Give a source a new data key and re-encrypt its records under it (resumes an unfinished run).
+
+    Content hashes stored before hashes were keyed become keyed on the way: after an upgrade,
+    `--all` re-keys every source's hashes.
+    """
+    if every == (full_name is not None):
+        fail("name one source (PROJECT/SOURCE) or give --all")
+    for name, source_id in _sources(ctx, full_name):
+        _rotate_one(ctx, name, source_id, batch_size)
+
+
+def _sources(ctx: Context, full_name: str | None) -> list[tuple[str, str]]:
+    """(project/name, source id) of the named source, or of every source not purged."""
+    import sqlalchemy as sa
+
     from commine.handlers.commands import get_source
+    from commine.persistence import schema as t
+
+    if full_name is not None:
+        try:
+            return [(full_name, get_source(ctx.store, full_name).source_id)]
+        except DomainError as exc:
+            fail(str(exc))
+    s = t.sources
+    query = sa.select(s.c.project, s.c.name, s.c.source_id).where(s.c.purged.is_(False)).order_by(s.c.project, s.c.name)
+    with ctx.store.engine.connect() as conn:
+        return [(f"{row.project}/{row.name}", row.source_id) for row in conn.execute(query)]
+
+
+def _rotate_one(ctx: Context, full_name: str, source_id: str, batch_size: int) -> None:
     from commine.persistence.rotation import records_of, rotate_source
 
     store = ctx.store
-    try:
-        source_id = get_source(store, full_name).source_id
-    except DomainError as exc:
-        fail(str(exc))
     total = records_of(store.engine, source_id)
     with tqdm(total=total, desc=f"re-encrypt {full_name}", unit="record", file=sys.stderr, disable=None) as bar:
         try:
             rotation = rotate_source(store.engine, store.cipher, source_id, batch_size=batch_size, progress=bar.update)
         except EncryptionError as exc:
             fail(str(exc))
-    click.echo(f"source {full_name}: {rotation.records} record(s) re-encrypted under data key v{rotation.version}")
+    rehashed = f"; {rotation.rehashed} content hash(es) re-keyed" if rotation.rehashed else ""
+    click.echo(
+        f"source {full_name}: {rotation.records} record(s) re-encrypted under data key v{rotation.version}{rehashed}"
+    )

@@ -8,6 +8,8 @@ goes to the stream's exception queue with a reason (``report_exception``), which
 records as ``ExceptionReported``. A robot that dies before acknowledging gets nothing lost:
 RabbitMQ delivers the message again, to it or to another robot. Delivery is at least once,
 so a robot that must not act twice remembers the ``message_id`` (``<stream id>:<sequence id>``).
+A message given back after its source was purged comes round again flagged as redelivered; the
+robot asks ``purged_message`` and acknowledges such a message unread.
 """
 
 from __future__ import annotations
@@ -18,7 +20,13 @@ import os
 import click
 import pika
 
-from commine.broker.streams import declare_stream_topology, report_exception, stream_queue, supports_quorum
+from commine.broker.streams import (
+    declare_stream_topology,
+    purged_message,
+    report_exception,
+    stream_queue,
+    supports_quorum,
+)
 
 
 @click.command()
@@ -39,6 +47,10 @@ def main(dataset_id: str, stream_name: str, amqp_url: str, prefix: str, reject_l
     handled = 0
     try:
         for method, properties, body in channel.consume(queue):
+            if purged_message(connection, prefix, method, body):
+                channel.basic_ack(method.delivery_tag)  # its text must not be used: drop it unread
+                click.echo(f"dropped {properties.message_id}: its source was purged")
+                continue
             result = json.loads(body)
             labels = [" > ".join(label["name"]) for label in result["labels"]]
             if reject_label is not None and reject_label in labels:
