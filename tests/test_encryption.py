@@ -330,95 +330,97 @@ rotate_source(make_engine(sys.argv[1]), cipher_for(load_settings()), sys.argv[2]
 """
 
 
-def test_a_source_key_rotation_killed_midway_resumes_from_its_last_committed_batch(
-    database_url: str, tmp_path: Path
-) -> None:
+#: A store sealing with a fresh master key, and the environment of a CLI process on the same database and key.
+KeyedCli = tuple[EventStore, dict[str, str]]
+
+
+@pytest.fixture
+def keyed_cli(database_url: str, tmp_path: Path) -> Iterator[KeyedCli]:
     key = new_master_key()
     env = {k: v for k, v in os.environ.items() if not k.startswith("COMMINE_")}
     env.update(COMMINE_MASTER_KEY=key, COMMINE_DATABASE_URL=database_url, COMMINE_HOME=str(tmp_path))
     engine = make_engine(database_url)
     migrate(engine)
     try:
-        store = EventStore(engine, cipher=cipher(key))
-        source_id = given_source(store, [f"c{i:02d}" for i in range(45)])
-        killed = subprocess.run([sys.executable, "-c", _KILLED_ROTATION, database_url, source_id, "25"], env=env)
-        assert killed.returncode == -signal.SIGKILL
-        progress = status(engine)[f"source:{source_id}"]["rotations"]
-        assert progress == [{"version": 2, "position": progress[0]["position"], "records": 20, "finished": False}]
-        assert sorted(sealed_versions(store, source_id)).count(2) == 20
-        assert len(texts_of(store, source_id)) == 45  # every message reads, whichever key it is under
-        resumed = subprocess.run(
-            [sys.executable, "-m", "commine", "keys", "rotate-source", "p/s", "--batch-size", "10"],
-            env=env,
-            capture_output=True,
-            text=True,
-        )
-        assert resumed.returncode == 0, resumed.stderr
-        assert "45 record(s) re-encrypted under data key v2" in resumed.stdout
-        assert set(sealed_versions(store, source_id)) == {2}
-        assert texts_of(store, source_id)["c44"] == f" {MARKER} body"
-        shown = subprocess.run(
-            [sys.executable, "-m", "commine", "keys", "status"], env=env, capture_output=True, text=True
-        )
-        assert f"source:{source_id}: v1 wrapped by" in shown.stdout and "45 records, finished" in shown.stdout
+        yield EventStore(engine, cipher=cipher(key)), env
     finally:
         engine.dispose()
+
+
+def test_a_source_key_rotation_killed_midway_resumes_from_its_last_committed_batch(
+    keyed_cli: KeyedCli,
+) -> None:
+    store, env = keyed_cli
+    engine = store.engine
+    source_id = given_source(store, [f"c{i:02d}" for i in range(45)])
+    database_url = env["COMMINE_DATABASE_URL"]
+    killed = subprocess.run([sys.executable, "-c", _KILLED_ROTATION, database_url, source_id, "25"], env=env)
+    assert killed.returncode == -signal.SIGKILL
+    progress = status(engine)[f"source:{source_id}"]["rotations"]
+    assert progress == [{"version": 2, "position": progress[0]["position"], "records": 20, "finished": False}]
+    assert sorted(sealed_versions(store, source_id)).count(2) == 20
+    assert len(texts_of(store, source_id)) == 45  # every message reads, whichever key it is under
+    resumed = subprocess.run(
+        [sys.executable, "-m", "commine", "keys", "rotate-source", "p/s", "--batch-size", "10"],
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    assert resumed.returncode == 0, resumed.stderr
+    assert "45 record(s) re-encrypted under data key v2" in resumed.stdout
+    assert set(sealed_versions(store, source_id)) == {2}
+    assert texts_of(store, source_id)["c44"] == f" {MARKER} body"
+    shown = subprocess.run([sys.executable, "-m", "commine", "keys", "status"], env=env, capture_output=True, text=True)
+    assert f"source:{source_id}: v1 wrapped by" in shown.stdout and "45 records, finished" in shown.stdout
 
 
 def test_a_source_key_rotation_rekeys_content_hashes_stored_plain_in_the_log_and_read_models(
-    database_url: str, tmp_path: Path
+    keyed_cli: KeyedCli,
 ) -> None:
-    key = new_master_key()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("COMMINE_")}
-    env.update(COMMINE_MASTER_KEY=key, COMMINE_DATABASE_URL=database_url, COMMINE_HOME=str(tmp_path))
-    engine = make_engine(database_url)
-    migrate(engine)
-    try:
-        store = EventStore(engine, cipher=cipher(key))
-        source_id = given_source(store, ["c1"])
-        other_id = given_source(store, [], source="other")
-        legacy = {(source_id, "l1"), (source_id, "l2"), (other_id, "l3")}
-        for owner, comment_id in sorted(legacy):  # stored by a version that hashed without a key
-            message = Message(message_aggregate_id(owner, comment_id))
-            message.ingest(normalise_comment(marked_comment(comment_id)), actor="csv")
-            store.append(message.collect())
-        catch_up(store)
-        plain = {c: content_hash(normalise_comment(marked_comment(c))) for c in ("c1", "l1", "l2", "l3")}
-        with engine.begin() as conn:
-            row = {"source_id": source_id, "comment_id": "l1", "encoder": "e", "content_hash": plain["l1"]}
-            conn.execute(t.embeddings.insert().values(**row, vector=b"\0" * 4))
-        assert plain["l1"] in everything_hashed(store) and plain["c1"] not in everything_hashed(store)
+    store, env = keyed_cli
+    engine = store.engine
+    source_id = given_source(store, ["c1"])
+    other_id = given_source(store, [], source="other")
+    legacy = {(source_id, "l1"), (source_id, "l2"), (other_id, "l3")}
+    for owner, comment_id in sorted(legacy):  # stored by a version that hashed without a key
+        message = Message(message_aggregate_id(owner, comment_id))
+        message.ingest(normalise_comment(marked_comment(comment_id)), actor="csv")
+        store.append(message.collect())
+    catch_up(store)
+    plain = {c: content_hash(normalise_comment(marked_comment(c))) for c in ("c1", "l1", "l2", "l3")}
+    with engine.begin() as conn:
+        row = {"source_id": source_id, "comment_id": "l1", "encoder": "e", "content_hash": plain["l1"]}
+        conn.execute(t.embeddings.insert().values(**row, vector=b"\0" * 4))
+    assert plain["l1"] in everything_hashed(store) and plain["c1"] not in everything_hashed(store)
 
-        rotated = subprocess.run(
-            [sys.executable, "-m", "commine", "keys", "rotate-source", "--all"], env=env, capture_output=True, text=True
-        )
-        assert rotated.returncode == 0, rotated.stderr
-        out = rotated.stdout
-        assert "source p/other: 1 record(s) re-encrypted under data key v2; 1 content hash(es) re-keyed" in out
-        assert "source p/s: 3 record(s) re-encrypted under data key v2; 2 content hash(es) re-keyed" in out
-        stored = everything_hashed(store)
-        assert not any(digest in stored for digest in plain.values())
-        with engine.connect() as conn:
-            hashers = {owner: store.cipher.content_hasher(conn, owner) for owner in (source_id, other_id)}
-            hashes = dict(conn.execute(sa.select(t.messages.c.comment_id, t.messages.c.content_hash)).all())
-            embedded = conn.execute(sa.select(t.embeddings.c.content_hash)).scalar_one()
-        keyed = {c: content_hash(normalise_comment(marked_comment(c)), hashers[o]) for o, c in legacy}
-        assert {c: hashes[c] for c in keyed} == keyed and embedded == keyed["l1"]
-        # Re-sync still tells unchanged from changed, and replay rebuilds the same read models.
-        assert handle_ingest(store, make_body("p/s", [marked_comment("l1")], actor="csv")).unchanged == 1
-        assert handle_ingest(store, make_body("p/s", [marked_comment("l2", "new")], actor="csv")).updated == 1
-        live, rebuilt = replay.verify(store)
-        assert live.total == rebuilt.total
-        again = subprocess.run(
-            [sys.executable, "-m", "commine", "keys", "rotate-source", "p/s"], env=env, capture_output=True, text=True
-        )
-        assert "under data key v3" in again.stdout and "re-keyed" not in again.stdout  # nothing plain is left
-        refused = subprocess.run(
-            [sys.executable, "-m", "commine", "keys", "rotate-source"], env=env, capture_output=True, text=True
-        )
-        assert refused.returncode != 0 and "name one source (PROJECT/SOURCE) or give --all" in refused.stderr
-    finally:
-        engine.dispose()
+    rotated = subprocess.run(
+        [sys.executable, "-m", "commine", "keys", "rotate-source", "--all"], env=env, capture_output=True, text=True
+    )
+    assert rotated.returncode == 0, rotated.stderr
+    out = rotated.stdout
+    assert "source p/other: 1 record(s) re-encrypted under data key v2; 1 content hash(es) re-keyed" in out
+    assert "source p/s: 3 record(s) re-encrypted under data key v2; 2 content hash(es) re-keyed" in out
+    stored = everything_hashed(store)
+    assert not any(digest in stored for digest in plain.values())
+    with engine.connect() as conn:
+        hashers = {owner: store.cipher.content_hasher(conn, owner) for owner in (source_id, other_id)}
+        hashes = dict(conn.execute(sa.select(t.messages.c.comment_id, t.messages.c.content_hash)).all())
+        embedded = conn.execute(sa.select(t.embeddings.c.content_hash)).scalar_one()
+    keyed = {c: content_hash(normalise_comment(marked_comment(c)), hashers[o]) for o, c in legacy}
+    assert {c: hashes[c] for c in keyed} == keyed and embedded == keyed["l1"]
+    # Re-sync still tells unchanged from changed, and replay rebuilds the same read models.
+    assert handle_ingest(store, make_body("p/s", [marked_comment("l1")], actor="csv")).unchanged == 1
+    assert handle_ingest(store, make_body("p/s", [marked_comment("l2", "new")], actor="csv")).updated == 1
+    live, rebuilt = replay.verify(store)
+    assert live.total == rebuilt.total
+    again = subprocess.run(
+        [sys.executable, "-m", "commine", "keys", "rotate-source", "p/s"], env=env, capture_output=True, text=True
+    )
+    assert "under data key v3" in again.stdout and "re-keyed" not in again.stdout  # nothing plain is left
+    refused = subprocess.run(
+        [sys.executable, "-m", "commine", "keys", "rotate-source"], env=env, capture_output=True, text=True
+    )
+    assert refused.returncode != 0 and "name one source (PROJECT/SOURCE) or give --all" in refused.stderr
 
 
 def everything_hashed(store: EventStore) -> str:

@@ -237,10 +237,14 @@ def queued(queue: str) -> list[dict[str, Any]]:
         connection.close()
 
 
-@pytest.mark.services
-def test_a_purge_drains_the_source_from_the_stream_queue_and_keeps_the_rest_in_order(
-    world: World, queue_prefix: str
-) -> None:
+#: The queue stream's model version, its queue, and a publisher onto it.
+QueueStream = tuple[int, str, StreamPublisher]
+
+
+@pytest.fixture
+def queue_stream(world: World, queue_prefix: str) -> Iterator[QueueStream]:
+    """A trained model and a queue-delivered stream "refunds" (Billing > Refund at 0.5) on it; its queues
+    and the inbox's purge mark are deleted afterwards."""
     version = world.train()
     streams.create_stream(
         world.store,
@@ -253,27 +257,7 @@ def test_a_purge_drains_the_source_from_the_stream_queue_and_keeps_the_rest_in_o
     queue = stream_queue(queue_prefix, world.dataset_id, "refunds")
     publisher = StreamPublisher(AMQP_URL, queue_prefix)
     try:
-        world.ingest(["m0", "m1"])
-        ingest_other(world, ["o0"])
-        world.ingest(["m2"])
-        ingest_other(world, ["o1"])
-        scores = {"m0": refund(0.9), "m1": refund(0.9), "m2": refund(0.9)}
-        world.predict(version, scores)
-        other = {other_uid(world, i): refund(0.9) for i in ("o0", "o1")}
-        world.store.append([_predictions(world, version, other)])
-        catch_up(world.store)
-        assert streams.route_streams(world.store, publisher) == 5  # on the queue, text and all
-        world.ingest(["m3"])  # an entry not yet routed when the purge comes
-        world.predict(version, {"m3": refund(0.9)})
-
-        delete_source(world.store, "acme/inbox", reason="erasure", actor=ACTOR)
-        assert drain_purged_sources(world.store, AMQP_URL, queue_prefix) == 3
-        assert drain_purged_sources(world.store, AMQP_URL, queue_prefix) == 0  # once per purge
-        catch_up(world.store)
-        assert streams.route_streams(world.store, publisher) == 0  # m3's entry went with the purge
-        left = queued(queue)
-        assert [body["comment"]["id"] for body in left] == ["o0", "o1"]  # the others, in their order
-        assert "message m" not in json.dumps(left)
+        yield version, queue, publisher
     finally:
         publisher.close()
         delete_stream_topology(AMQP_URL, queue_prefix, [queue])
@@ -281,20 +265,38 @@ def test_a_purge_drains_the_source_from_the_stream_queue_and_keeps_the_rest_in_o
 
 
 @pytest.mark.services
-def test_a_message_a_robot_held_during_the_purge_comes_back_marked_and_the_exceptions_queue_is_drained(
-    world: World, queue_prefix: str
+def test_a_purge_drains_the_source_from_the_stream_queue_and_keeps_the_rest_in_order(
+    world: World, queue_prefix: str, queue_stream: QueueStream
 ) -> None:
-    version = world.train()
-    streams.create_stream(
-        world.store,
-        DATASET,
-        "refunds",
-        label_thresholds=[{"name": ["Billing", "Refund"], "threshold": 0.5}],
-        delivery="queue",
-        actor="user:ann",
-    )
-    queue = stream_queue(queue_prefix, world.dataset_id, "refunds")
-    publisher = StreamPublisher(AMQP_URL, queue_prefix)
+    version, queue, publisher = queue_stream
+    world.ingest(["m0", "m1"])
+    ingest_other(world, ["o0"])
+    world.ingest(["m2"])
+    ingest_other(world, ["o1"])
+    scores = {"m0": refund(0.9), "m1": refund(0.9), "m2": refund(0.9)}
+    world.predict(version, scores)
+    other = {other_uid(world, i): refund(0.9) for i in ("o0", "o1")}
+    world.store.append([_predictions(world, version, other)])
+    catch_up(world.store)
+    assert streams.route_streams(world.store, publisher) == 5  # on the queue, text and all
+    world.ingest(["m3"])  # an entry not yet routed when the purge comes
+    world.predict(version, {"m3": refund(0.9)})
+
+    delete_source(world.store, "acme/inbox", reason="erasure", actor=ACTOR)
+    assert drain_purged_sources(world.store, AMQP_URL, queue_prefix) == 3
+    assert drain_purged_sources(world.store, AMQP_URL, queue_prefix) == 0  # once per purge
+    catch_up(world.store)
+    assert streams.route_streams(world.store, publisher) == 0  # m3's entry went with the purge
+    left = queued(queue)
+    assert [body["comment"]["id"] for body in left] == ["o0", "o1"]  # the others, in their order
+    assert "message m" not in json.dumps(left)
+
+
+@pytest.mark.services
+def test_a_message_a_robot_held_during_the_purge_comes_back_marked_and_the_exceptions_queue_is_drained(
+    world: World, queue_prefix: str, queue_stream: QueueStream
+) -> None:
+    version, queue, publisher = queue_stream
     holder = pika.BlockingConnection(pika.URLParameters(AMQP_URL))
     robot = pika.BlockingConnection(pika.URLParameters(AMQP_URL))
     source_id = world.source_id
@@ -333,9 +335,6 @@ def test_a_message_a_robot_held_during_the_purge_comes_back_marked_and_the_excep
         for connection in (holder, robot):
             if connection.is_open:
                 connection.close()
-        publisher.close()
-        delete_stream_topology(AMQP_URL, queue_prefix, [queue])
-        delete_purge_marks(AMQP_URL, queue_prefix, [source_id])
 
 
 def _predictions(world: World, version: int, scores: dict[str, dict[str, float]]) -> Any:

@@ -14,7 +14,7 @@ For a stream ``NAME`` of dataset ``DATASET_ID`` (a queue-delivered stream, see R
 * ``<prefix>.purged.<SOURCE_ID>``: durable fanout exchange, never bound, never published to:
   its existence says the source was purged (``mark_purged``). A message a robot held
   unacknowledged while the purge drained the queues comes back to the queue if the robot dies
-  or requeues it; a robot asks ``is_purged`` before handling a redelivered message, and
+  or requeues it; a robot asks ``purged_message`` before handling a redelivered message, and
   acknowledges it unread if its source is purged.
 """
 

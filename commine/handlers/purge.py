@@ -55,12 +55,7 @@ def drain_purged_sources(store: EventStore, amqp_url: str, prefix: str) -> int:
         for source_id in _purged_sources(conn, start, end):
             queue_streams = _queue_streams(conn, source_id)
             if queue_streams:
-                _mark(amqp_url, prefix, source_id)  # first: what a robot gives back after the drain meets the mark
-            for stream_id, dataset_id, name in queue_streams:
-                _lock_routing(conn, stream_id)
-                queue = stream_queue(prefix, dataset_id, name)
-                dropped += drain_queue(amqp_url, queue, source_id)
-                dropped += drain_queue(amqp_url, exception_queue(queue), source_id)
+                dropped += _drain_source(conn, amqp_url, prefix, source_id, queue_streams)
 
     follow(store, NAME, react, read_events=False, wait=False, batch_size=WINDOW)
     if dropped:
@@ -68,12 +63,24 @@ def drain_purged_sources(store: EventStore, amqp_url: str, prefix: str) -> int:
     return dropped
 
 
-def _mark(amqp_url: str, prefix: str, source_id: str) -> None:
+def _drain_source(
+    conn: Connection, amqp_url: str, prefix: str, source_id: str, queue_streams: list[tuple[str, str, str]]
+) -> int:
+    """Mark the source purged on the broker, then drain it from each stream's queue and exceptions queue."""
     connection = pika.BlockingConnection(pika.URLParameters(amqp_url))
     try:
-        mark_purged(connection.channel(), prefix, source_id)
+        mark_purged(connection.channel(), prefix, source_id)  # first: what a robot gives back later meets it
+        dropped = 0
+        for stream_id, dataset_id, name in queue_streams:
+            _lock_routing(conn, stream_id)
+            queue = stream_queue(prefix, dataset_id, name)
+            dropped += drain_queue(connection, queue, source_id) + drain_queue(
+                connection, exception_queue(queue), source_id
+            )
+        return dropped
     finally:
-        connection.close()
+        if connection.is_open:
+            connection.close()
 
 
 def _purged_sources(conn: Connection, start: int, end: int) -> list[str]:
@@ -106,32 +113,28 @@ def _lock_routing(conn: Connection, stream_id: str) -> None:
     conn.execute(query)
 
 
-def drain_queue(amqp_url: str, queue: str, source_id: str) -> int:
+def drain_queue(connection: pika.BlockingConnection, queue: str, source_id: str) -> int:
     """Take the source's ready messages off ``queue`` for good, put the others back; how many were dropped."""
-    connection = pika.BlockingConnection(pika.URLParameters(amqp_url))
+    channel = connection.channel()  # its own: a queue that does not exist closes it
     try:
-        channel = connection.channel()
-        try:
-            channel.queue_declare(queue, passive=True)
-        except pika.exceptions.ChannelClosedByBroker as exc:
-            if exc.reply_code == 404:  # never routed to: nothing on it
-                return 0
-            raise
-        keep: list[int] = []
-        drop: list[int] = []
-        while True:
-            method, _properties, body = channel.basic_get(queue, auto_ack=False)
-            if method is None:
-                break
-            (drop if of_source(body, source_id) else keep).append(method.delivery_tag)
-        for tag in drop:
-            channel.basic_ack(tag)
-        for tag in keep:
-            channel.basic_nack(tag, requeue=True)
-        return len(drop)
-    finally:
-        if connection.is_open:
-            connection.close()
+        channel.queue_declare(queue, passive=True)
+    except pika.exceptions.ChannelClosedByBroker as exc:
+        if exc.reply_code == 404:  # never routed to: nothing on it
+            return 0
+        raise
+    keep: list[int] = []
+    drop: list[int] = []
+    while True:
+        method, _properties, body = channel.basic_get(queue, auto_ack=False)
+        if method is None:
+            break
+        (drop if of_source(body, source_id) else keep).append(method.delivery_tag)
+    for tag in drop:
+        channel.basic_ack(tag)
+    for tag in keep:
+        channel.basic_nack(tag, requeue=True)
+    channel.close()
+    return len(drop)
 
 
 def of_source(body: bytes, source_id: str) -> bool:
