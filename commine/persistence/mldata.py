@@ -88,13 +88,18 @@ def load_embeddings(conn: Connection, rows: Sequence[MessageRow], encoder: str, 
     for row in rows:
         by_source.setdefault(row.source_id, []).append(row.comment_id)
     for source_id, ids in by_source.items():
-        for chunk in _chunks(ids):
-            query = sa.select(e.c.comment_id, e.c.content_hash, e.c.vector).where(
-                e.c.source_id == source_id, e.c.encoder == encoder, e.c.comment_id.in_(chunk)
-            )
+        of_source = sa.select(e.c.comment_id, e.c.content_hash, e.c.vector).where(
+            e.c.source_id == source_id, e.c.encoder == encoder
+        )
+        # A dataset reads whole sources: one pass over the source's rows beats hundreds of IN lists
+        # (each planned as a scan of the table: 100 s instead of 3 s at 100,000 messages).
+        queries = (
+            [of_source.where(e.c.comment_id.in_(chunk)) for chunk in _chunks(ids)] if len(ids) <= CHUNK else [of_source]
+        )
+        for query in queries:
             for comment_id, content_hash, vector in conn.execute(query):
-                i = index[(source_id, comment_id)]
-                if rows[i].content_hash == content_hash:
+                i = index.get((source_id, comment_id))
+                if i is not None and rows[i].content_hash == content_hash:
                     out[i] = np.frombuffer(vector, dtype=np.float32)
     return out
 
