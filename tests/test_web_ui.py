@@ -2,15 +2,30 @@
 
 from __future__ import annotations
 
+import os
+import re
+import subprocess
+import sys
+import threading
+import time
 from collections.abc import Iterator
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+from typing import Any
 
+import httpx
+import numpy as np
 import pytest
 from api_helpers import Api, comment
 from fastapi.testclient import TestClient
 
+from commine.api.ui import data, offload
 from commine.domain.access import LABELS_READ, LABELS_WRITE, STREAMS_ADMIN, STREAMS_CONSUME
+from commine.handlers import history
+from commine.handlers.insight import load_view
 from commine.persistence.engine import make_engine, migrate
 from commine.persistence.store import EventStore
+from commine.settings import load_settings
 
 UI = {"X-Commine-UI": "1"}
 
@@ -38,6 +53,17 @@ def browser(api: Api, headers: dict[str, str]) -> TestClient:
     return client
 
 
+def ready(client: TestClient, path: str, timeout: float = 120) -> httpx.Response:
+    """GET ``path`` as a browser does: while it answers 202 "being prepared", it reloads itself."""
+    deadline = time.monotonic() + timeout
+    while True:
+        answer = client.get(path)
+        if answer.status_code != 202 or time.monotonic() > deadline:
+            return answer
+        assert 'http-equiv="refresh"' in answer.text
+        time.sleep(0.1)
+
+
 def test_pages_need_a_session_and_a_wrong_token_is_refused(api: Api) -> None:
     client = TestClient(api.client.app)
     answer = client.get("/d/acme/support/explore", follow_redirects=False)
@@ -53,7 +79,7 @@ def test_an_administrator_reaches_every_page_of_the_workspace(api: Api) -> None:
     home = client.get("/")
     assert home.status_code == 200 and "/d/acme/support" in home.text
     for page in ("", "/messages", "/explore", "/discover", "/refine", "/validation", "/streams", "/reports", "/audit"):
-        answer = client.get(f"/d/acme/support{page}")
+        answer = ready(client, f"/d/acme/support{page}")
         assert answer.status_code == 200, (page, answer.text[:500])
     uid = f"{api.source_id}.c1"  # type: ignore[attr-defined]
     message = client.get(f"/d/acme/support/m/{uid}")
@@ -87,7 +113,7 @@ def test_a_reader_without_annotate_permission_sees_no_label_controls_and_is_refu
     page = client.get(f"/d/acme/support/m/{uid}")
     assert page.status_code == 200
     assert 'id="label-controls"' not in page.text and 'id="picker"' not in page.text
-    explore = client.get("/d/acme/support/explore")
+    explore = ready(client, "/d/acme/support/explore")
     assert explore.status_code == 200 and 'id="picker"' not in explore.text
 
     answer = client.post("/ui/d/acme/support/label", json={"uid": uid, "assigned": ["Billing > Refund"]}, headers=UI)
@@ -171,10 +197,10 @@ def test_the_model_pages_and_the_stream_editor_with_two_trained_versions(trained
     assert validation.status_code == 200, validation.text[:500]
     assert 'id="rating-score"' in validation.text and "<svg" in validation.text and "v2 against v1" in validation.text
     for page in ("/discover", "/refine?mode=check", "/refine?mode=missed", "/refine?mode=rebalance", "/explore"):
-        assert client.get(base + page).status_code == 200, page
-    teach = client.get(f"{base}/explore?queue_name=teach&label=Billing+%3E+Refund")
+        assert ready(client, base + page).status_code == 200, page
+    teach = ready(client, f"{base}/explore?queue_name=teach&label=Billing+%3E+Refund")
     assert 'id="message"' in teach.text
-    reports = client.get(f"{base}/reports?label=Billing+%3E+Refund&prop=string%3ARegion&value=London")
+    reports = ready(client, f"{base}/reports?label=Billing+%3E+Refund&prop=string%3ARegion&value=London")
     assert reports.status_code == 200 and "Coverage per week" in reports.text, reports.text[:500]
     assert client.get(f"{base}/reports?prop=nope&value=x").status_code == 400
     thread = [m for m in trained.messages if m.comment.get("thread_id")]  # type: ignore[attr-defined]
@@ -204,3 +230,188 @@ def streams_are_previewed_created_and_pinned(trained: Api, client: TestClient) -
     assert pinned.status_code == 200 and pinned.json()["stream"]["model"]["version"] == 2
     stream = trained.ok("GET", "/api/v1/datasets/acme/support/streams/refunds")["stream"]
     assert stream["model"]["version"] == 2
+
+
+def gated(monkeypatch: pytest.MonkeyPatch, module: Any, name: str) -> tuple[threading.Event, list[str]]:
+    """``module.name`` made to wait for the returned event (and count its calls): slow work made slow on purpose."""
+    gate, calls = threading.Event(), []
+    real = getattr(module, name)
+
+    def slow(*args: Any) -> Any:
+        calls.append(name)
+        assert gate.wait(60), "the test never opened the gate"
+        return real(*args)
+
+    monkeypatch.setattr(module, name, slow)
+    return gate, calls
+
+
+def test_a_page_whose_dataset_is_still_being_prepared_says_so_and_reloads_until_it_is_ready(
+    api: Api, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    gate, builds = gated(monkeypatch, data, "load_view")
+    client = browser(api, api.admin)
+    base = "/d/acme/support"
+    for page in ("/explore", "/discover", "/reports"):
+        started = time.monotonic()
+        answer = client.get(base + page)
+        assert answer.status_code == 202, (page, answer.text[:300])
+        assert "messages, embeddings and predictions" in answer.text and 'http-equiv="refresh"' in answer.text
+        assert time.monotonic() - started < 30  # it did not wait for the build (the gate is shut for 60 s)
+    assert builds == ["load_view"]  # the three pages joined one build
+    gate.set()
+    explore = ready(client, base + "/explore")
+    assert explore.status_code == 200 and 'id="message"' in explore.text
+    assert ready(client, base + "/discover").status_code == 200
+    assert builds == ["load_view"]
+
+
+def test_a_failed_preparation_reaches_the_page_and_the_next_visit_tries_again(
+    api: Api, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real, attempts = data.load_view, []
+
+    def flaky(*args: Any) -> Any:
+        attempts.append(1)
+        if len(attempts) == 1:
+            raise LookupError("the first build fails")
+        return real(*args)
+
+    monkeypatch.setattr(data, "load_view", flaky)
+    monkeypatch.setattr(data, "FIRST_WAIT_S", 30)
+    client = browser(api, api.admin)
+    assert client.get("/d/acme/support/explore").status_code == 500
+    assert ready(client, "/d/acme/support/explore").status_code == 200
+    assert len(attempts) == 2
+
+
+def test_the_state_at_a_moment_is_rebuilt_in_the_background_and_kept_until_the_log_grows(
+    api: Api, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    gate, rebuilds = gated(monkeypatch, history, "dataset_at")
+    client = browser(api, api.admin)
+    moment = (datetime.now(UTC) + timedelta(minutes=1)).isoformat()[:16]  # a minute ahead: the dataset exists
+    path = f"/d/acme/support/audit?at={moment}"
+    waiting = client.get(path)
+    assert waiting.status_code == 200 and 'id="state-preparing"' in waiting.text and 'id="history"' in waiting.text
+    assert 'http-equiv="refresh"' in waiting.text
+    gate.set()
+    while 'id="state-preparing"' in (shown := client.get(path)).text:
+        time.sleep(0.05)
+    assert "0 reviewed messages" in shown.text and len(rebuilds) == 1
+    assert "0 reviewed messages" in client.get(path).text and len(rebuilds) == 1  # kept
+    uid = f"{api.source_id}.c1"  # type: ignore[attr-defined]
+    labelled = client.post("/ui/d/acme/support/label", json={"uid": uid, "assigned": ["Billing > Refund"]}, headers=UI)
+    assert labelled.status_code == 200, labelled.text
+    while 'id="state-preparing"' in (shown := client.get(path)).text:
+        time.sleep(0.05)
+    # The log grew and the moment is not settled yet: rebuilt, with the new annotation.
+    assert "1 reviewed messages" in shown.text and len(rebuilds) == 2
+
+
+def test_warming_prepares_every_dataset_before_its_first_visit(trained: Api, monkeypatch: pytest.MonkeyPatch) -> None:
+    data.warm(trained.store).join(timeout=300)
+
+    def no_build(*args: Any) -> Any:
+        raise AssertionError("a page built a view that warming should have prepared")
+
+    monkeypatch.setattr(data, "load_view", no_build)
+    monkeypatch.setattr(data, "discover", no_build)
+    client = browser(trained, trained.admin)
+    for page in ("/explore", "/discover", "/refine?mode=check", "/refine?mode=missed", "/reports"):
+        answer = client.get("/d/acme/support" + page)
+        assert answer.status_code == 200, (page, answer.text[:300])
+
+
+def child_pid(store: EventStore) -> int:
+    return os.getpid()
+
+
+@pytest.fixture
+def in_processes(api: Api) -> Iterator[Api]:
+    """The UI's long reads in child processes, as ``commine serve`` runs them."""
+    settings = replace(load_settings(), database_url=str(api.store.engine.url))
+    offload.use_processes(settings)
+    try:
+        yield api
+    finally:
+        offload.use_processes(None)
+
+
+def test_served_views_and_past_states_are_built_in_a_child_process_and_equal_the_ones_built_here(
+    in_processes: Api,
+) -> None:
+    store = in_processes.store
+    assert offload.run(child_pid, store) != os.getpid()
+    dataset_id = in_processes.ok("GET", "/api/v1/datasets/acme")["datasets"][0]["id"]
+    view = data.view_of(store, dataset_id, wait=None)
+    here = load_view(store, dataset_id)
+    assert view.uids == here.uids and view.texts == here.texts and view.labels == here.labels
+    np.testing.assert_array_equal(view.pool.embeddings, here.pool.embeddings)
+    moment = datetime.now(UTC) + timedelta(minutes=1)
+    assert data.state_at(store, "acme/support", moment, wait=None) == history.dataset_at(store, "acme/support", moment)
+    client = browser(in_processes, in_processes.admin)
+    assert 'id="message"' in ready(client, "/d/acme/support/explore").text
+
+
+ORPHAN = """
+import os
+import re
+from dataclasses import replace
+from commine.api.ui import offload
+from commine.settings import load_settings
+
+def pid(store):
+    return os.getpid()
+
+if __name__ == "__main__":
+    offload.use_processes(replace(load_settings(), database_url={url!r}))
+    print(offload.run(pid, None), flush=True)
+    os._exit(0)  # gone without a word to its children, as after a SIGKILL
+"""
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().split(") ")[1][0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+def test_the_child_processes_exit_when_the_server_that_started_them_dies(tmp_path: Any) -> None:
+    script = tmp_path / "server.py"
+    script.write_text(ORPHAN.format(url=f"sqlite:///{tmp_path / 'commine.db'}"))
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    child = int(done.stdout.split()[-1])
+    deadline = time.monotonic() + 15
+    while _alive(child) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not _alive(child), f"child {child} outlived its server"
+
+
+def test_discover_labels_a_whole_cluster_or_the_ticked_messages_and_lists_one_cluster(trained: Api) -> None:
+    client = browser(trained, trained.admin)
+    page = ready(client, "/d/acme/support/discover")
+    assert page.status_code == 200, page.text[:300]
+    generation = int(re.search(r'data-generation="(\d+)"', page.text).group(1))  # type: ignore[union-attr]
+    sizes = [int(n) for n in re.findall(r"<small>(\d+) messages</small>", page.text)]
+    assert len(sizes) >= 2 and "data-uids" not in page.text
+    first = client.get("/d/acme/support/discover?cluster=0")
+    members = re.findall(r'class="pick" value="([^"]+)"', first.text)
+    assert len(members) == sizes[0] and len(set(members)) == sizes[0]
+    assert client.get(f"/d/acme/support/discover?cluster={len(sizes) + 500}").status_code == 404
+
+    action = "/ui/d/acme/support/label-cluster"
+    whole = client.post(action, json={"cluster": 0, "generation": generation, "label": "Billing > Refund"}, headers=UI)
+    assert whole.status_code == 200 and whole.json()["labelled"] == sizes[0], whole.text
+    for uid in (members[0], members[-1]):
+        read = trained.ok("GET", "/api/_private/datasets/acme/support/labellings", params={"id": uid})
+        assert "Billing > Refund" in [a["name"] for a in read["results"][0]["labelling"][0]["assigned"]]
+
+    stale = client.post(action, json={"cluster": 1, "generation": generation + 1, "label": "Billing"}, headers=UI)
+    assert stale.status_code == 409 and stale.json()["status"] == "error" and "reload" in stale.json()["message"]
+    ticked = re.findall(r'class="pick" value="([^"]+)"', client.get("/d/acme/support/discover?cluster=1").text)[:2]
+    picked = client.post(action, json={"uids": ticked, "label": "Billing"}, headers=UI)
+    assert picked.status_code == 200 and picked.json()["labelled"] == 2, picked.text

@@ -111,10 +111,11 @@ def queue(
             raise LookupError(f"the model has no label {label!r}")
         label_index = view.labels.index(label)
     picked = active.select(mode, view.pool, n=n, seed=seed, label=label_index, query=query, thresholds=thresholds(view))
-    return [_message(view, i) for i in picked]
+    return [summary(view, i) for i in picked]
 
 
-def _message(view: DatasetView, i: int) -> dict[str, Any]:
+def summary(view: DatasetView, i: int) -> dict[str, Any]:
+    """Message ``i`` of the view as a queue or a cluster lists it: uid, text, top predictions, labels."""
     out: dict[str, Any] = {"uid": view.uids[i], "reviewed": bool(view.pool.reviewed[i]), "text": view.texts[i][:500]}
     if view.pool.scores is not None:
         row = view.pool.scores[i]
@@ -136,7 +137,7 @@ def discover(view: DatasetView, *, k: int | None = None, seed: int = 0) -> list[
         {
             "size": c.size,
             "top_terms": list(c.top_terms),
-            "examples": [_message(view, int(rows[i])) for i in c.examples],
+            "examples": [summary(view, int(rows[i])) for i in c.examples],
             "uids": [view.uids[int(rows[i])] for i in c.indices],
         }
         for c in found

@@ -127,6 +127,12 @@ def run_server(app: Any, host: str, port: int) -> None:
 
         worker_for(app)  # the in-process actors run on a thread of the server
         background_trainer(app)  # so labelling in the UI lands a new model version
+    from commine.api.ui import offload
+    from commine.api.ui.data import warm
+
+    offload.use_processes(app.settings)  # the web UI's long reads keep off the server's GIL
+    if app.settings.ui_warm:
+        warm(app.store)  # the web UI's dataset views, ready before their first visit
     click.echo(f"commine web UI and API on http://{host}:{port}/")
     uvicorn.run(create_app(app), host=host, port=port, log_level="info")
 

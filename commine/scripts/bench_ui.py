@@ -6,11 +6,14 @@ One run on a scratch PostgreSQL database, deleted at the end:
    ``--labels`` labels defined, ``--reviewed`` messages annotated through the annotation handler,
    and a model version registered with a real validation report and rating (``ml.validation`` over
    synthetic held-out scores) and synthetic predictions for every message (``PredictionsRecorded``).
-   No model is trained: the bench measures the pages, not fastText.
-2. **Serve.** ``commine serve`` in a subprocess, signed in through the sign-in form; one warm-up
-   request per page (the first Explore, Discover, Refine or Reports request builds the in-memory
-   view of the dataset: its time is reported apart as ``warmup_ms``), then ``--requests`` timed
-   requests per page; p50 and p95 per page.
+   No model is trained: the bench measures the pages, not fastText; but every message's embedding is
+   computed and stored, as training does in a deployment (``embed_s``).
+2. **Cold start.** ``commine serve`` in a subprocess, which starts preparing the dataset's view on a
+   thread; as soon as it answers, signed in through the sign-in form, one visit of every page
+   (``first``: its status, 202 while the page is "being prepared", and its time), then each page
+   reloaded until it is ready (``ready_s``: from the server's start until the last page is ready).
+   The pages include the Audit page's state of the dataset at a moment halfway through its history.
+3. **Warm.** ``--requests`` timed requests per page; p50 and p95 per page.
 
 The last line printed is a one-line JSON summary with the target's verdict.
 """
@@ -20,6 +23,7 @@ from __future__ import annotations
 import json
 import sys
 import time
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import click
@@ -138,6 +142,7 @@ def pages(world: World) -> dict[str, Any]:
         "explore_teach": f"{base}/explore?queue_name=teach&label={label}",
         "explore_low_confidence": base + "/explore?queue_name=low-confidence",
         "discover": base + "/discover",
+        "discover_cluster": base + "/discover?cluster=0",
         "refine_check": base + "/refine?mode=check",
         "refine_missed": base + "/refine?mode=missed",
         "validation": base + "/validation",
@@ -148,35 +153,73 @@ def pages(world: World) -> dict[str, Any]:
     }
 
 
-def measure(base: str, token: str, world: World, requests: int) -> dict[str, Any]:
+def _get(client: httpx.Client, name: str, path: str) -> tuple[httpx.Response, float]:
+    started = time.perf_counter()
+    answer = client.get(path)
+    ms = (time.perf_counter() - started) * 1000
+    if answer.status_code not in (200, 202):
+        raise click.ClickException(f"{name}: {path} answered {answer.status_code}: {answer.text[:300]}")
+    return answer, ms
+
+
+def _is_ready(answer: httpx.Response) -> bool:
+    return answer.status_code == 200 and 'id="state-preparing"' not in answer.text
+
+
+def cold(client: httpx.Client, paths: dict[str, str], started: float, timeout: float = 1800) -> dict[str, Any]:
+    """Every page visited once right after the server's start, then reloaded until ready (as the page does)."""
+    first = {}
+    for name, path in paths.items():
+        answer, ms = _get(client, name, path)
+        first[name] = {"status": answer.status_code, "ms": round(ms, 1)}
+    waiting = dict(paths)
+    deadline = time.monotonic() + timeout
+    while waiting:
+        if time.monotonic() > deadline:
+            raise click.ClickException(f"not ready after {timeout:.0f} s: {', '.join(waiting)}")
+        for name, path in list(waiting.items()):
+            if _is_ready(_get(client, name, path)[0]):
+                del waiting[name]
+        time.sleep(0.5)
+    return {"first": first, "ready_s": round(time.monotonic() - started, 1)}
+
+
+def warm(client: httpx.Client, world: World, paths: dict[str, Any], requests: int) -> dict[str, Any]:
     out: dict[str, Any] = {}
+    for name, target in tqdm(paths.items(), desc="pages", file=sys.stderr, disable=None):
+        times = []
+        for k in range(1, requests + 1):
+            path = target if isinstance(target, str) else target(k)
+            answer, ms = _get(client, name, path)
+            if not _is_ready(answer):
+                raise click.ClickException(f"{name}: {path} is being prepared again")
+            times.append(ms)
+        out[name] = {
+            "p50_ms": round(float(np.percentile(times, 50)), 1),
+            "p95_ms": round(float(np.percentile(times, 95)), 1),
+            "kb": round(len(answer.content) / 1024, 1),
+        }
+    out["stream_preview"] = _preview(client, world, requests)
+    return out
+
+
+def measure(base: str, token: str, world: World, requests: int, started: float, moment: str) -> dict[str, Any]:
+    paths = {**pages(world), "audit_state": f"/d/{DATASET}/audit?at={moment}"}
     with httpx.Client(base_url=base, timeout=600, follow_redirects=False) as client:
         signed = client.post("/login", data={"token": token, "next": "/"})
         if signed.status_code != 303:
             raise click.ClickException(f"sign-in failed: {signed.status_code}")
-        for name, target in tqdm(pages(world).items(), desc="pages", file=sys.stderr, disable=None):
-            path = target if isinstance(target, str) else target(0)
-            started = time.perf_counter()
-            first = client.get(path)
-            warmup = (time.perf_counter() - started) * 1000
-            if first.status_code != 200:
-                raise click.ClickException(f"{name}: {path} answered {first.status_code}: {first.text[:300]}")
-            times = []
-            for k in range(1, requests + 1):
-                path = target if isinstance(target, str) else target(k)
-                started = time.perf_counter()
-                answer = client.get(path)
-                times.append((time.perf_counter() - started) * 1000)
-                if answer.status_code != 200:
-                    raise click.ClickException(f"{name}: {path} answered {answer.status_code}")
-            out[name] = {
-                "p50_ms": round(float(np.percentile(times, 50)), 1),
-                "p95_ms": round(float(np.percentile(times, 95)), 1),
-                "warmup_ms": round(warmup, 1),
-                "kb": round(len(first.content) / 1024, 1),
-            }
-        out["stream_preview"] = _preview(client, world, requests)
-    return out
+        fixed = {name: target if isinstance(target, str) else target(0) for name, target in paths.items()}
+        return {"cold": cold(client, fixed, started), "pages": warm(client, world, paths, requests)}
+
+
+def store_embeddings(world: World) -> None:
+    """Every message's embedding computed and stored, as training stores them in a deployment."""
+    from commine.handlers.training import embeddings, snapshot
+
+    data = snapshot(world.store, world.dataset_id)
+    with world.store.engine.begin() as conn:
+        embeddings(conn, data.messages, data.texts)
 
 
 def _preview(client: httpx.Client, world: World, requests: int) -> dict[str, float]:
@@ -212,17 +255,23 @@ def bench_ui(ctx: Context, messages: int, label_count: int, reviewed: int, reque
         world.labels = taxonomy(label_count)
         started = time.perf_counter()
         seed_messages(world, messages)
+        halfway = datetime.now(UTC)
         define_labels(world)
         best = annotate_some(world, 1, min(reviewed, messages))
         version = register_model(world, model_metrics(world, 1, best), len(best))
         seed_predictions(world, version, messages)
         analyze(world)
         summary["seed_s"] = round(time.perf_counter() - started, 1)
+        started = time.perf_counter()
+        store_embeddings(world)
+        summary["embed_s"] = round(time.perf_counter() - started, 1)
         token = admin_token(world)
         port = free_port()
-        server = start_server(world, port)
         summary["load_before"] = load_average()
-        summary["pages"] = measure(f"http://127.0.0.1:{port}", token, world, requests)
+        started = time.monotonic()
+        server = start_server(world, port)
+        moment = (halfway + timedelta(minutes=1)).strftime("%Y-%m-%dT%H:%M")
+        summary.update(measure(f"http://127.0.0.1:{port}", token, world, requests, started, moment))
         summary["load_after"] = load_average()
     finally:
         if server is not None:
@@ -230,8 +279,10 @@ def bench_ui(ctx: Context, messages: int, label_count: int, reviewed: int, reque
             server.wait(timeout=30)
         cleanup(world, [])
     worst = max(v["p95_ms"] for v in summary["pages"].values())
+    first = max(v["ms"] for v in summary["cold"]["first"].values())
     summary["worst_p95_ms"] = worst
-    summary["target_met"] = worst < TARGET_MS
+    summary["worst_first_ms"] = first
+    summary["target_met"] = worst < TARGET_MS and first < TARGET_MS
     summary["total_s"] = round(time.perf_counter() - began, 1)
     summary["machine"] = machine()
     click.echo(json.dumps(summary))

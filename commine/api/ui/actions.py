@@ -18,7 +18,7 @@ from commine.api.errors import ApiError
 from commine.api.routes import labellings
 from commine.api.routes import streams as stream_routes
 from commine.api.ui.core import ActionUser
-from commine.api.ui.data import at_threshold, latest_version, model_metrics
+from commine.api.ui.data import Pending, at_threshold, clusters_with_view, generation_of, latest_version, model_metrics
 from commine.api.views import check_names, dataset_row
 from commine.domain.access import LABELS_READ, LABELS_WRITE, STREAMS_ADMIN
 from commine.handlers import streams
@@ -41,7 +41,12 @@ class Decision(BaseModel):
 
 
 class ClusterLabel(BaseModel):
-    uids: list[str] = Field(max_length=MAX_CLUSTER)
+    """Label the ticked ``uids``, or every member of Discover's cluster number ``cluster`` as the page
+    showing it was built (``generation``)."""
+
+    uids: list[str] = Field(default_factory=list, max_length=MAX_CLUSTER)
+    cluster: int | None = None
+    generation: int | None = None
     label: str
 
 
@@ -83,9 +88,12 @@ def label_cluster(project: str, name: str, body: ClusterLabel, store: Store, use
     check_names(project, name, "dataset")
     require(user, project, LABELS_WRITE)
     with store.store.engine.connect() as conn:
-        sources = dict(conn.execute(sa.select(t.sources.c.source_id, t.sources.c.project + "/" + t.sources.c.name)))
+        dataset_id = dataset_row(conn, project=project, name=name).dataset_id
+        query = sa.select(t.sources.c.source_id, t.sources.c.project + "/" + t.sources.c.name)
+        sources = dict(conn.execute(query).all())
+    uids = body.uids if body.cluster is None else _members(store, dataset_id, body.cluster, body.generation)
     requests = []
-    for uid in body.uids:
+    for uid in uids:
         source_id, _, comment_id = uid.partition(".")
         if source_id not in sources:
             raise ApiError(400, f"no source for uid {uid!r}")
@@ -94,6 +102,17 @@ def label_cluster(project: str, name: str, body: ClusterLabel, store: Store, use
     store.written()
     errors = [r.reason for r in results if r.outcome == ERROR]
     return {"status": "ok", "labelled": len(results) - len(errors), "errors": errors[:5]}
+
+
+def _members(store: Store, dataset_id: str, number: int, generation: int | None) -> list[str]:
+    """Every member of a cluster the page showed, if the clusters are still the ones it showed."""
+    try:
+        view, found = clusters_with_view(store.store, dataset_id)
+    except Pending:
+        raise ApiError(409, "the clusters are being prepared again; reload Discover in a few seconds") from None
+    if generation != generation_of(view) or not 0 <= number < len(found):
+        raise ApiError(409, "the clusters changed since the page was shown (new messages or a new model); reload")
+    return list(found[number]["uids"])
 
 
 @router.get("/model")

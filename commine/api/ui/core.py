@@ -20,6 +20,7 @@ from fastapi.templating import Jinja2Templates
 from commine.api.access import PRINCIPAL
 from commine.api.deps import Services, services
 from commine.api.errors import ApiError
+from commine.api.ui.data import Pending
 from commine.domain.access import PERMISSIONS, Principal, allowed
 from commine.handlers.access import authenticate
 
@@ -93,6 +94,12 @@ def install(app: Any) -> None:
     @app.exception_handler(PageError)
     async def page_error(request: Request, exc: PageError) -> HTMLResponse:
         return render(request, "error.html", None, status=exc.status, message=exc.message, code=exc.status)
+
+    @app.exception_handler(Pending)
+    async def pending(request: Request, exc: Pending) -> HTMLResponse:
+        # 202: the request is accepted and its answer is on the way; the page reloads itself.
+        seconds = round(exc.elapsed_s)
+        return render(request, "preparing.html", None, status=202, what=exc.what, seconds=seconds, refresh=2)
 
     @app.exception_handler(SignIn)
     async def sign_in(request: Request, _: SignIn) -> RedirectResponse:

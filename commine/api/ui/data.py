@@ -7,29 +7,41 @@ ranked queues, clusters, drift); a new model version builds a new view in the ba
 made since are checked against the annotations table when a queue is read, so a stale view never
 offers a message that was just labelled. Model versions never change once recorded, so their rows
 (with validation curves of every label) are kept too.
+
+Work too long for a request (a dataset's first view, its clusters, its state at a past moment) is
+prepared in the background (``_prepared``; the view and the past state in a child process under
+``commine serve``, see ``offload``): a page that needs it waits ``FIRST_WAIT_S`` at most, then
+answers ``Pending``, which renders as "being prepared" and reloads itself. ``warm`` prepares every
+dataset when the server starts.
 """
 
 from __future__ import annotations
 
 import gc
 import itertools
+import logging
 import re
 import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any, TypeVar
 
 import numpy as np
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from commine.handlers.insight import DatasetView, discover, load_view
+from commine.api.ui import offload
+from commine.handlers import history
+from commine.handlers.insight import DatasetView, discover, load_view, queue
 from commine.persistence import mldata
 from commine.persistence import schema as t
 from commine.persistence.store import EventStore, as_utc
 
 T = TypeVar("T")
+log = logging.getLogger(__name__)
 
 #: Rebuild a dataset's view in the background when it is older than this (new messages, new reviews).
 REFRESH_S = 600
@@ -39,43 +51,113 @@ MEMO_SIZE = 256
 _lock = threading.Lock()
 #: (database, dataset id) -> (model version, built at, view)
 _views: dict[tuple[str, str], tuple[int | None, float, DatasetView]] = {}
-_building: set[tuple[str, str]] = set()
 _generations = itertools.count(1)
 _memo: OrderedDict[tuple[Any, ...], Any] = OrderedDict()
 _models: OrderedDict[tuple[str, str, int], Any] = OrderedDict()
+_MISSING = object()
+
+#: How long a page waits for something prepared in the background (a dataset's first view, its
+#: clusters, a past state) before it answers "being prepared" and refreshes itself.
+FIRST_WAIT_S = 0.1
+#: A state at a moment this far in the past is final: every event recorded up to it has committed.
+SETTLED_S = 300
+
+
+class Pending(Exception):
+    """What a page needs is being prepared on a thread: the page says what, and reloads itself."""
+
+    def __init__(self, what: str, started: float) -> None:
+        super().__init__(what)
+        self.what = what
+        self.started = started
+
+    @property
+    def elapsed_s(self) -> float:
+        return time.monotonic() - self.started
+
+
+@dataclass
+class _Job:
+    what: str
+    started: float = field(default_factory=time.monotonic)
+    done: threading.Event = field(default_factory=threading.Event)
+    error: BaseException | None = None
+
+
+#: Work running in the background, by what it prepares; a second request for it joins the first.
+_jobs: dict[tuple[Any, ...], _Job] = {}
+
+
+def _start(key: tuple[Any, ...], what: str, compute: Callable[[], object]) -> _Job:
+    """The job preparing ``key``, started on a thread unless one is already at it."""
+    with _lock:
+        job = _jobs.get(key)
+        if job is not None:
+            return job
+        job = _jobs[key] = _Job(what)
+    threading.Thread(target=_run, args=(key, job, compute), name=f"commine-ui: {what}", daemon=True).start()
+    return job
+
+
+def _run(key: tuple[Any, ...], job: _Job, compute: Callable[[], object]) -> None:
+    try:
+        compute()
+    except BaseException as exc:  # handed to the request waiting for it
+        job.error = exc
+        log.exception("preparing %s failed", job.what)
+    finally:
+        with _lock:
+            _jobs.pop(key, None)
+        job.done.set()
+
+
+def _prepared(
+    key: tuple[Any, ...], what: str, lookup: Callable[[], Any], compute: Callable[[], object], wait: float | None
+) -> Any:
+    """``lookup()`` once ``compute()`` (run on a thread) has stored it; ``Pending`` if that takes over ``wait``
+    seconds (None waits for it). A failure is raised to the request that waited for it; the next one retries."""
+    found = lookup()
+    if found is not _MISSING:
+        return found
+    job = _start(key, what, compute)
+    job.done.wait(wait)
+    found = lookup()
+    if found is not _MISSING:
+        return found
+    if job.done.is_set() and job.error is not None:
+        raise job.error
+    raise Pending(job.what, job.started)
 
 
 def latest_version(conn: Connection, dataset_id: str) -> int | None:
     return conn.execute(sa.select(sa.func.max(t.models.c.version)).where(t.models.c.dataset_id == dataset_id)).scalar()
 
 
-def view_of(store: EventStore, dataset_id: str) -> DatasetView:
+def view_of(store: EventStore, dataset_id: str, *, wait: float | None = FIRST_WAIT_S) -> DatasetView:
     """The dataset's arrays with its newest model.
 
-    Built once, then answered from memory; when a new model version lands (or the view is older than
-    ``REFRESH_S``) the old view keeps answering while a thread builds the new one, so only the very
-    first page of a dataset waits for the build.
+    Built once on a thread (a page that cannot wait for it answers ``Pending``), then answered from
+    memory; when a new model version lands (or the view is older than ``REFRESH_S``) the old view
+    keeps answering while a thread builds the new one.
     """
     with store.engine.connect() as conn:
         version = latest_version(conn, dataset_id)
     base = (str(store.engine.url), dataset_id)
+    key = ("view", *base)
+    what = "loading the dataset's messages, embeddings and predictions"
     with _lock:
         current = _views.get(base)
     if current is None:
-        return _build(store, dataset_id, base)
+        return _prepared(key, what, lambda: _views.get(base, (None, None, _MISSING))[2], _builder(store, base), wait)
     built_version, built_at, view = current
     if built_version != version or time.monotonic() - built_at > REFRESH_S:
-        with _lock:
-            start = base not in _building
-            _building.add(base)
-        if start:
-            threading.Thread(target=_build, args=(store, dataset_id, base), daemon=True).start()
+        _start(key, what, _builder(store, base))
     return view
 
 
-def _build(store: EventStore, dataset_id: str, base: tuple[str, str]) -> DatasetView:
-    try:
-        view = load_view(store, dataset_id)
+def _builder(store: EventStore, base: tuple[str, str]) -> Callable[[], None]:
+    def build() -> None:
+        view = offload.run(load_view, store, base[1])
         view.ui_generation = next(_generations)  # type: ignore[attr-defined]  # memo keys; never reused
         with _lock:
             _views[base] = (view.version, time.monotonic(), view)
@@ -83,33 +165,85 @@ def _build(store: EventStore, dataset_id: str, base: tuple[str, str]) -> Dataset
         # passes, which would otherwise slow every later request (they are still freed when replaced).
         gc.collect()
         gc.freeze()
-        return view
-    finally:
-        with _lock:
-            _building.discard(base)
+
+    return build
 
 
-def memo(view: DatasetView, name: str, args: tuple[Any, ...], compute: Callable[[], T]) -> T:
-    """``compute()``, remembered for this view (its results change only when the view does)."""
-    key = (getattr(view, "ui_generation", id(view)), name, *args)
+def _memo_key(view: DatasetView, name: str, args: tuple[Any, ...]) -> tuple[Any, ...]:
+    return (generation_of(view), name, *args)
+
+
+def _recall(key: tuple[Any, ...]) -> Any:
     with _lock:
-        if key in _memo:
-            _memo.move_to_end(key)
-            return _memo[key]  # type: ignore[no-any-return]
-    value = compute()
+        if key not in _memo:
+            return _MISSING
+        _memo.move_to_end(key)
+        return _memo[key]
+
+
+def _remember(key: tuple[Any, ...], value: Any) -> None:
     with _lock:
         _memo[key] = value
         while len(_memo) > MEMO_SIZE:
             _memo.popitem(last=False)
+
+
+def memo(view: DatasetView, name: str, args: tuple[Any, ...], compute: Callable[[], T]) -> T:
+    """``compute()``, remembered for this view (its results change only when the view does)."""
+    key = _memo_key(view, name, args)
+    found = _recall(key)
+    if found is not _MISSING:
+        return found  # type: ignore[no-any-return]
+    value = compute()
+    _remember(key, value)
     return value
 
 
-def clusters_of(store: EventStore, dataset_id: str) -> list[dict[str, Any]]:
-    view = view_of(store, dataset_id)
-    return memo(view, "clusters", (), lambda: discover(view))
+def prepared_memo(
+    view: DatasetView, name: str, compute: Callable[[], T], what: str, wait: float | None = FIRST_WAIT_S
+) -> T:
+    """``memo`` for work too long for a request (seconds at 100,000 messages): computed on a thread."""
+    key = _memo_key(view, name, ())
+    return _prepared(("memo", *key), what, lambda: _recall(key), lambda: _remember(key, compute()), wait)  # type: ignore[no-any-return]
 
 
-def weeks_of(store: EventStore, dataset_id: str, view: DatasetView) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+#: How deep a Refine queue is ranked (the page shows the first 25 of them with a reason).
+REFINE_DEPTH = 200
+
+
+def ranked(
+    view: DatasetView, mode: str, n: int, label: str | None = None, query: str | None = None
+) -> list[dict[str, Any]]:
+    """The first ``n`` of the active-learning queue ``mode``, remembered with the view."""
+    return memo(view, "queue", (mode, n, label, query), lambda: queue(view, mode, n=n, label=label, query=query))
+
+
+def generation_of(view: DatasetView) -> int:
+    """Which build of its dataset's view this is: what a page derived from it can be checked against."""
+    return getattr(view, "ui_generation", id(view))
+
+
+def index_of(view: DatasetView) -> dict[str, int]:
+    """Each uid's row in the view."""
+    return memo(view, "index", (), lambda: {uid: i for i, uid in enumerate(view.uids)})
+
+
+def clusters_with_view(
+    store: EventStore, dataset_id: str, *, wait: float | None = FIRST_WAIT_S
+) -> tuple[DatasetView, list[dict[str, Any]]]:
+    """The dataset's view and the clusters of its unreviewed messages (``insight.discover``)."""
+    view = view_of(store, dataset_id, wait=wait)
+    what = "clustering the unreviewed messages"
+    return view, prepared_memo(view, "clusters", lambda: discover(view), what, wait)
+
+
+def clusters_of(store: EventStore, dataset_id: str, *, wait: float | None = FIRST_WAIT_S) -> list[dict[str, Any]]:
+    return clusters_with_view(store, dataset_id, wait=wait)[1]
+
+
+def weeks_of(
+    store: EventStore, dataset_id: str, view: DatasetView, *, wait: float | None = FIRST_WAIT_S
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Each message's own timestamp (when it was sent, as datetime64[s]), the ISO weeks in order, and each
     message's week (an index into them), in the view's order."""
 
@@ -127,7 +261,7 @@ def weeks_of(store: EventStore, dataset_id: str, view: DatasetView) -> tuple[np.
         weeks, index = np.unique(np.array([d.strftime("%G-W%V") for d in dates]), return_inverse=True)
         return moments, weeks, index
 
-    return memo(view, "weeks", (), compute)
+    return prepared_memo(view, "weeks", compute, "reading every message's date", wait)
 
 
 def properties_of(store: EventStore, dataset_id: str, view: DatasetView) -> dict[str, np.ndarray]:
@@ -146,6 +280,48 @@ def properties_of(store: EventStore, dataset_id: str, view: DatasetView) -> dict
         return {key: np.array([str(by_uid.get(uid, {}).get(key, "")) for uid in view.uids]) for key in keys}
 
     return memo(view, "properties", (), compute)
+
+
+def state_at(store: EventStore, dataset: str, moment: datetime, *, wait: float | None = FIRST_WAIT_S) -> dict[str, Any]:
+    """The dataset PROJECT/NAME as the log had it at ``moment`` (``handlers.history.dataset_at``, a replay:
+    seconds at 100,000 messages), prepared on a thread and kept. A moment ``SETTLED_S`` in the past has a
+    final state; a later one is kept only while the log has not grown."""
+    moment = as_utc(moment)
+    head = None if moment.timestamp() < time.time() - SETTLED_S else store.last_position()
+    key = ("state", str(store.engine.url), dataset, moment.isoformat(), head)
+    what = f"rebuilding the dataset as it stood at {moment:%Y-%m-%d %H:%M:%S} UTC from the log"
+
+    def rebuild() -> None:
+        _remember(key, offload.run(history.dataset_at, store, dataset, moment))
+
+    return _prepared(key, what, lambda: _recall(key), rebuild, wait)  # type: ignore[no-any-return]
+
+
+def warm(store: EventStore) -> threading.Thread:
+    """Prepare every dataset's view, clusters and dates on a thread, newest activity first (``commine serve``
+    starts it), so that the first visits after a server start find them ready."""
+
+    def run() -> None:
+        query = sa.select(t.datasets.c.dataset_id).order_by(t.datasets.c.last_modified.desc())
+        with store.engine.connect() as conn:
+            ids = list(conn.execute(query).scalars())
+        for dataset_id in ids:
+            try:
+                view = view_of(store, dataset_id, wait=None)
+                clusters_of(store, dataset_id, wait=None)
+                weeks_of(store, dataset_id, view, wait=None)
+                # The queues Explore and Refine open on (ranking them takes up to a second at 100,000).
+                ranked(view, "shuffle", 50)
+                if view.version is not None:
+                    ranked(view, "low-confidence", 50)
+                    for mode in ("check", "missed"):
+                        ranked(view, mode, REFINE_DEPTH)
+            except Exception:
+                log.exception("preparing dataset %s for the web UI failed", dataset_id)
+
+    thread = threading.Thread(target=run, name="commine-ui: warm", daemon=True)
+    thread.start()
+    return thread
 
 
 def reviewed(conn: Connection, dataset_id: str, uids: list[str]) -> set[str]:

@@ -14,10 +14,10 @@ from fastapi.responses import HTMLResponse
 from commine.api.deps import Store
 from commine.api.ui.charts import bars, pr_curve
 from commine.api.ui.core import PageError, PageUser, need, render
-from commine.api.ui.data import memo, model_metrics, model_rows, properties_of, view_of, weeks_of
+from commine.api.ui.data import Pending, memo, model_metrics, model_rows, properties_of, state_at, view_of, weeks_of
 from commine.api.ui.pages import workspace
 from commine.domain.access import AUDIT_READ, SOURCES_READ_SENSITIVE, STREAMS_CONSUME, allowed
-from commine.handlers import audit, history, streams
+from commine.handlers import audit, streams
 from commine.handlers.insight import drift, thresholds
 from commine.ml.validation import underperforms
 from commine.persistence import schema as t
@@ -302,11 +302,15 @@ def audit_page(
     except ValueError as exc:
         raise PageError(400, f"cannot read the history: {exc}") from None
     entries = [e for e in page.entries if not e.get("dataset_ids") or dataset_id in e["dataset_ids"]]
-    state = None
+    state, preparing = None, None
     if at:
         try:
             moment = datetime.fromisoformat(at)
         except ValueError:
             raise PageError(400, f"not a moment: {at!r} (use YYYY-MM-DDTHH:MM)") from None
-        state = history.dataset_at(store.store, f"{project}/{name}", moment.replace(tzinfo=moment.tzinfo or UTC))
-    return render(request, "audit.html", user, **ws, entries=entries, next=page.continuation, at=at, state=state)
+        try:
+            state = state_at(store.store, f"{project}/{name}", moment.replace(tzinfo=moment.tzinfo or UTC))
+        except Pending as exc:
+            preparing = exc
+    found = {"entries": entries, "next": page.continuation, "at": at, "state": state, "preparing": preparing}
+    return render(request, "audit.html", user, **ws, **found)

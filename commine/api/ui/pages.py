@@ -14,11 +14,15 @@ from commine.api.errors import ApiError
 from commine.api.routes.labellings import _annotated
 from commine.api.ui.core import COOKIE, PageError, PageUser, can, need, render
 from commine.api.ui.data import (
-    clusters_of,
+    REFINE_DEPTH,
+    clusters_with_view,
+    generation_of,
+    index_of,
     latest_version,
     memo,
     message_row,
     predictions,
+    ranked,
     reviewed,
     split_quoted,
     view_of,
@@ -26,7 +30,7 @@ from commine.api.ui.data import (
 from commine.api.views import dataset_row
 from commine.domain.access import LABELS_READ, SOURCES_READ, SOURCES_READ_SENSITIVE, Principal, allowed
 from commine.handlers.access import authenticate
-from commine.handlers.insight import queue, thresholds
+from commine.handlers.insight import summary, thresholds
 from commine.persistence import schema as t
 
 router = APIRouter(include_in_schema=False)
@@ -226,8 +230,7 @@ def next_in_queue(
     if mode != "shuffle" and view.version is None and mode != "search":
         raise PageError(409, "this queue needs a model: label a few messages from Shuffle first")
     for n in (50, 400):
-        args = (mode, n, label if mode == "teach" else None, q)
-        picked = memo(view, "queue", args, lambda a=args: queue(view, mode, n=a[1], label=a[2], query=q))
+        picked = ranked(view, mode, n, label if mode == "teach" else None, q)
         with store.store.engine.connect() as conn:
             done = reviewed(conn, ws["dataset"].dataset_id, [p["uid"] for p in picked])
         for item in picked:
@@ -260,13 +263,27 @@ def explore(
     )
 
 
+#: Clusters the Discover page lists, and members a cluster's own page lists (to tick a part of it).
+CLUSTERS_SHOWN, MEMBERS_SHOWN = 30, 500
+
+
 @router.get("/d/{project}/{name}/discover", response_class=HTMLResponse)
-def discover_page(request: Request, project: str, name: str, store: Store, user: PageUser) -> HTMLResponse:
-    """Clusters of unreviewed messages with their top terms and examples; label a cluster in one go."""
+def discover_page(
+    request: Request, project: str, name: str, store: Store, user: PageUser, cluster: int | None = None
+) -> HTMLResponse:
+    """Clusters of unreviewed messages with their top terms and examples, or one cluster's members
+    (``cluster``); label a whole cluster, or the ticked messages, in one action."""
     ws = workspace(store, user, project, name, "discover")
-    found = clusters_of(store.store, ws["dataset"].dataset_id)
-    shown = [{**c, "uids": c["uids"][:200]} for c in found[:30]]
-    return render(request, "discover.html", user, **ws, clusters=shown)
+    view, found = clusters_with_view(store.store, ws["dataset"].dataset_id)
+    shown = [{**c, "number": k} for k, c in enumerate(found[:CLUSTERS_SHOWN])]
+    if cluster is not None:
+        if not 0 <= cluster < len(found):
+            raise PageError(404, f"no cluster {cluster}: the dataset has {len(found)} now; go back to Discover")
+        index = index_of(view)
+        members = [summary(view, index[uid]) for uid in found[cluster]["uids"][:MEMBERS_SHOWN]]
+        shown = [{**found[cluster], "number": cluster, "examples": members}]
+    context = {"clusters": shown, "generation": generation_of(view), "single": cluster is not None}
+    return render(request, "discover.html", user, **ws, **context)
 
 
 def _reasons(view: Any, i: int | None, mode: str, cut: Any, label: str | None) -> list[str]:
@@ -295,8 +312,8 @@ def refine(
     items: list[dict[str, Any]] = []
     if view.version is not None:
         cut = memo(view, "thresholds", (), lambda: thresholds(view))
-        index = memo(view, "index", (), lambda: {uid: i for i, uid in enumerate(view.uids)})
-        for item in memo(view, "queue", (mode, 200), lambda: queue(view, mode, n=200)):
+        index = index_of(view)
+        for item in ranked(view, mode, REFINE_DEPTH):
             why = _reasons(view, index.get(item["uid"]), mode, cut, label or None)
             if why:
                 items.append({**item, "reasons": why})

@@ -111,17 +111,18 @@
 
   function discover() {
     $$(".cluster").forEach((section) => {
-      const run = async (uids) => {
+      const run = async (which) => {
         const label = $(".cluster-label", section).value.trim();
         const out = $(".result", section);
-        if (!label || !uids.length) { out.textContent = "choose a label (and messages)"; return; }
-        try { const data = await post("/label-cluster", {uids: uids, label: label}); out.textContent = `labelled ${data.labelled}`; }
+        if (!label || (which.uids && !which.uids.length)) { out.textContent = "choose a label (and messages)"; return; }
+        try { const data = await post("/label-cluster", {...which, label: label}); out.textContent = `labelled ${data.labelled}`; }
         catch (e) { out.textContent = "not saved: " + e.message; }
       };
       const all = $(".label-all", section);
       if (!all) return;
-      all.addEventListener("click", () => run(section.dataset.uids.split(",")));
-      $(".label-picked", section).addEventListener("click", () => run($$(".pick:checked", section).map((c) => c.value)));
+      const generation = +$("#clusters").dataset.generation;
+      all.addEventListener("click", () => run({cluster: +section.dataset.cluster, generation: generation}));
+      $(".label-picked", section).addEventListener("click", () => run({uids: $$(".pick:checked", section).map((c) => c.value)}));
     });
   }
 
