@@ -266,7 +266,7 @@ def test_a_page_whose_dataset_is_still_being_prepared_says_so_and_reloads_until_
     assert builds == ["load_view"]
 
 
-def test_a_failed_preparation_reaches_the_page_and_the_next_visit_tries_again(
+def test_a_failed_preparation_reaches_the_pages_for_a_while_then_the_next_visit_tries_again(
     api: Api, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     real, attempts = data.load_view, []
@@ -278,11 +278,24 @@ def test_a_failed_preparation_reaches_the_page_and_the_next_visit_tries_again(
         return real(*args)
 
     monkeypatch.setattr(data, "load_view", flaky)
-    monkeypatch.setattr(data, "FIRST_WAIT_S", 30)
+    monkeypatch.setattr(data, "FIRST_WAIT_S", 30)  # read when a page asks: this page waits for the build
     client = browser(api, api.admin)
-    assert client.get("/d/acme/support/explore").status_code == 500
+    failed = client.get("/d/acme/support/explore")
+    assert failed.status_code == 503 and "the first build fails" in failed.text, failed.text[:300]
+    assert client.get("/d/acme/support/discover").status_code == 503  # reported, not tried again at once
+    assert len(attempts) == 1
+    monkeypatch.setattr(data, "FAILED_S", 0.0)
     assert ready(client, "/d/acme/support/explore").status_code == 200
     assert len(attempts) == 2
+
+
+def until(check: Any, timeout: float = 60) -> Any:
+    """``check()`` once it is truthy; fails after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while not (found := check()):
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.05)
+    return found
 
 
 def test_the_state_at_a_moment_is_rebuilt_in_the_background_and_kept_until_the_log_grows(
@@ -295,18 +308,32 @@ def test_the_state_at_a_moment_is_rebuilt_in_the_background_and_kept_until_the_l
     waiting = client.get(path)
     assert waiting.status_code == 200 and 'id="state-preparing"' in waiting.text and 'id="history"' in waiting.text
     assert 'http-equiv="refresh"' in waiting.text
+    assert 'id="state-preparing"' in client.get(path).text and len(rebuilds) == 1  # joined, not started again
     gate.set()
-    while 'id="state-preparing"' in (shown := client.get(path)).text:
-        time.sleep(0.05)
-    assert "0 reviewed messages" in shown.text and len(rebuilds) == 1
-    assert "0 reviewed messages" in client.get(path).text and len(rebuilds) == 1  # kept
+    shown = until(lambda: next((page for page in [client.get(path).text] if 'id="state-at"' in page), None))
+    assert "0 reviewed messages" in shown and len(rebuilds) == 1
     uid = f"{api.source_id}.c1"  # type: ignore[attr-defined]
     labelled = client.post("/ui/d/acme/support/label", json={"uid": uid, "assigned": ["Billing > Refund"]}, headers=UI)
     assert labelled.status_code == 200, labelled.text
-    while 'id="state-preparing"' in (shown := client.get(path)).text:
-        time.sleep(0.05)
-    # The log grew and the moment is not settled yet: rebuilt, with the new annotation.
-    assert "1 reviewed messages" in shown.text and len(rebuilds) == 2
+    # The moment is still ahead of the log, so the state can change; within LIVE_S it is kept as it was.
+    assert "0 reviewed messages" in client.get(path).text and len(rebuilds) == 1
+    monkeypatch.setattr(data, "LIVE_S", 0.0)
+    assert "0 reviewed messages" in client.get(path).text  # the old answer, while the new one is prepared
+    until(lambda: "1 reviewed messages" in client.get(path).text)
+    assert len(rebuilds) == 2
+
+
+def test_a_state_at_a_moment_the_log_has_passed_is_final(api: Api, monkeypatch: pytest.MonkeyPatch) -> None:
+    gate, rebuilds = gated(monkeypatch, history, "dataset_at")
+    gate.set()
+    store = api.store
+    before = datetime.now(UTC)
+    time.sleep(0.01)
+    api.ok("PUT", "/api/v1/sources/acme/later", json={"source": {}})  # the log passes the moment
+    monkeypatch.setattr(data, "LIVE_S", 0.0)
+    first = data.state_at(store, "acme/support", before, wait=None)
+    api.ok("PUT", "/api/v1/sources/acme/later-still", json={"source": {}})
+    assert data.state_at(store, "acme/support", before, wait=None) is first and len(rebuilds) == 1
 
 
 def test_warming_prepares_every_dataset_before_its_first_visit(trained: Api, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -403,10 +430,15 @@ def test_discover_labels_a_whole_cluster_or_the_ticked_messages_and_lists_one_cl
     assert len(members) == sizes[0] and len(set(members)) == sizes[0]
     assert client.get(f"/d/acme/support/discover?cluster={len(sizes) + 500}").status_code == 404
 
+    # Reviewed by someone since the clusters were made: "the whole cluster" leaves it alone.
+    seen = client.post("/ui/d/acme/support/label", json={"uid": members[0], "assigned": ["Billing"]}, headers=UI)
+    assert seen.status_code == 200, seen.text
     action = "/ui/d/acme/support/label-cluster"
     whole = client.post(action, json={"cluster": 0, "generation": generation, "label": "Billing > Refund"}, headers=UI)
-    assert whole.status_code == 200 and whole.json()["labelled"] == sizes[0], whole.text
-    for uid in (members[0], members[-1]):
+    assert whole.status_code == 200 and whole.json()["labelled"] == sizes[0] - 1, whole.text
+    kept = trained.ok("GET", "/api/_private/datasets/acme/support/labellings", params={"id": members[0]})
+    assert [a["name"] for a in kept["results"][0]["labelling"][0]["assigned"]] == ["Billing"]
+    for uid in (members[1], members[-1]):
         read = trained.ok("GET", "/api/_private/datasets/acme/support/labellings", params={"id": uid})
         assert "Billing > Refund" in [a["name"] for a in read["results"][0]["labelling"][0]["assigned"]]
 
@@ -415,3 +447,28 @@ def test_discover_labels_a_whole_cluster_or_the_ticked_messages_and_lists_one_cl
     ticked = re.findall(r'class="pick" value="([^"]+)"', client.get("/d/acme/support/discover?cluster=1").text)[:2]
     picked = client.post(action, json={"uids": ticked, "label": "Billing"}, headers=UI)
     assert picked.status_code == 200 and picked.json()["labelled"] == 2, picked.text
+
+
+def test_a_new_model_version_swaps_in_a_view_with_its_clusters_and_dates_ready(
+    trained: Api, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from commine.handlers.training import train_dataset
+    from commine.persistence.projections import catch_up
+
+    store = trained.store
+    dataset_id = trained.ok("GET", "/api/v1/datasets/acme")["datasets"][0]["id"]
+    data.warm(store).join(timeout=300)
+    assert data.view_of(store, dataset_id).version == 2
+    train_dataset(store, dataset_id, actor="trainer")
+    catch_up(store)
+    assert data.view_of(store, dataset_id).version == 2  # the old view answers while the new one is built
+    until(lambda: data.view_of(store, dataset_id).version == 3, timeout=300)
+
+    def no_build(*args: Any) -> Any:
+        raise AssertionError("a page computed what the new view should have brought along")
+
+    monkeypatch.setattr(data, "discover", no_build)
+    client = browser(trained, trained.admin)
+    for page in ("/discover", "/reports"):
+        answer = client.get("/d/acme/support" + page)
+        assert answer.status_code == 200, (page, answer.text[:300])

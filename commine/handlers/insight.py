@@ -44,7 +44,7 @@ class DatasetView:
 def load_view(store: EventStore, dataset_id: str, version: int | None = None) -> DatasetView:
     data = snapshot(store, dataset_id)
     with store.engine.begin() as conn:
-        vectors = embeddings(conn, data.messages, data.texts)[WORDLLAMA]
+        vectors = embeddings(conn, data.messages, data.texts, whole_dataset=True)[WORDLLAMA]
         model = mldata.model_row(conn, dataset_id, version)
         if version is not None and model is None:
             raise LookupError(f"dataset {dataset_id} has no model version {version}")

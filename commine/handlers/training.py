@@ -85,13 +85,19 @@ def snapshot(store: EventStore, dataset_id: str, read_models: Engine | None = No
 
 
 def embeddings(
-    conn: Connection, rows: Sequence[MessageRow], texts: Sequence[str], *, compute: Sequence[str] = (WORDLLAMA,)
+    conn: Connection,
+    rows: Sequence[MessageRow],
+    texts: Sequence[str],
+    *,
+    compute: Sequence[str] = (WORDLLAMA,),
+    whole_dataset: bool = False,
 ) -> dict[str, NDArray[np.float32]]:
-    """Stored embeddings per encoder; missing ones of the ``compute`` encoders computed and stored."""
+    """Stored embeddings per encoder; missing ones of the ``compute`` encoders computed and stored.
+    ``whole_dataset``: ``rows`` are every message of a dataset (read in one pass per source)."""
     out = {}
     names = [WORDLLAMA, *([MINILM] if minilm_installed() else [])]
     for name in names:
-        vectors = mldata.load_embeddings(conn, rows, name, DIMENSIONS[name])
+        vectors = mldata.load_embeddings(conn, rows, name, DIMENSIONS[name], whole_sources=whole_dataset)
         missing = np.flatnonzero(np.isnan(vectors).any(axis=1))
         if name in compute and missing.size:
             vectors[missing] = encoder(name).encode([texts[i] for i in missing])
@@ -116,7 +122,7 @@ def train_dataset(
         raise NothingToTrain(f"dataset {dataset_id} has no reviewed message with a label")
     progress("embedding", 0.1)
     with store.transaction() as conn:
-        vectors = embeddings(conn, data.messages, data.texts)
+        vectors = embeddings(conn, data.messages, data.texts, whole_dataset=True)
     progress("training", 0.3)
     training = _training_set(data, rows, vectors)
     result = train(training, config or TrainingConfig())
@@ -327,6 +333,6 @@ def reproduce(store: EventStore, dataset_id: str, version: int) -> Reproduction:
         data = snapshot(store, dataset_id, read_models=target)
     rows = [i for i, m in enumerate(data.messages) if m.uid in data.reviewed]
     with store.transaction() as conn:
-        vectors = embeddings(conn, data.messages, data.texts)
+        vectors = embeddings(conn, data.messages, data.texts, whole_dataset=True)
     result = train(_training_set(data, rows, vectors), training_config(recorded.hyperparameters))
     return Reproduction(version, recorded.artifact_hash, artifact_hash(result.model.to_bytes()), data.position)

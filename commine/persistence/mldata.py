@@ -79,8 +79,15 @@ def texts(conn: Connection, rows: Sequence[MessageRow]) -> list[str]:
     return [comment_text(by_position[row.position]) for row in rows]
 
 
-def load_embeddings(conn: Connection, rows: Sequence[MessageRow], encoder: str, dim: int) -> NDArray[np.float32]:
-    """One row per message; NaN where no embedding of the message's current content is stored."""
+def load_embeddings(
+    conn: Connection, rows: Sequence[MessageRow], encoder: str, dim: int, *, whole_sources: bool = False
+) -> NDArray[np.float32]:
+    """One row per message; NaN where no embedding of the message's current content is stored.
+
+    ``whole_sources``: ``rows`` are (nearly) all of their sources' messages, as for a whole dataset, so
+    each source's vectors are read in one pass rather than by IN lists of ids (about 400 queries at
+    100,000 messages, 100 s here on a freshly loaded table, against 2.4 s).
+    """
     out = np.full((len(rows), dim), np.nan, dtype=np.float32)
     index = {(row.source_id, row.comment_id): i for i, row in enumerate(rows)}
     e = t.embeddings
@@ -91,11 +98,8 @@ def load_embeddings(conn: Connection, rows: Sequence[MessageRow], encoder: str, 
         of_source = sa.select(e.c.comment_id, e.c.content_hash, e.c.vector).where(
             e.c.source_id == source_id, e.c.encoder == encoder
         )
-        # A dataset reads whole sources: one pass over the source's rows beats hundreds of IN lists
-        # (each planned as a scan of the table: 100 s instead of 3 s at 100,000 messages).
-        queries = (
-            [of_source.where(e.c.comment_id.in_(chunk)) for chunk in _chunks(ids)] if len(ids) <= CHUNK else [of_source]
-        )
+        whole = whole_sources and len(ids) > CHUNK
+        queries = [of_source] if whole else [of_source.where(e.c.comment_id.in_(chunk)) for chunk in _chunks(ids)]
         for query in queries:
             for comment_id, content_hash, vector in conn.execute(query):
                 i = index.get((source_id, comment_id))

@@ -134,7 +134,10 @@ def run_server(app: Any, host: str, port: int) -> None:
     if app.settings.ui_warm:
         warm(app.store)  # the web UI's dataset views, ready before their first visit
     click.echo(f"commine web UI and API on http://{host}:{port}/")
-    uvicorn.run(create_app(app), host=host, port=port, log_level="info")
+    try:
+        uvicorn.run(create_app(app), host=host, port=port, log_level="info")
+    finally:
+        offload.use_processes(None)  # its children go before the store they read (the demo's is temporary)
 
 
 COMMANDS = [users, tokens, permissions, serve]

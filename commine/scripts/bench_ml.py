@@ -708,7 +708,7 @@ def embed_stored(store: EventStore, dataset_id: str, encoders: Sequence[str]) ->
         data = snapshot(store, dataset_id)
         started = time.perf_counter()
         with store.transaction() as conn:
-            embeddings(conn, data.messages, data.texts, compute=(MINILM,))
+            embeddings(conn, data.messages, data.texts, compute=(MINILM,), whole_dataset=True)
         seconds[MINILM] = round(time.perf_counter() - started, 1)
     return seconds
 

@@ -219,7 +219,7 @@ def store_embeddings(world: World) -> None:
 
     data = snapshot(world.store, world.dataset_id)
     with world.store.engine.begin() as conn:
-        embeddings(conn, data.messages, data.texts)
+        embeddings(conn, data.messages, data.texts, whole_dataset=True)
 
 
 def _preview(client: httpx.Client, world: World, requests: int) -> dict[str, float]:

@@ -18,7 +18,16 @@ from commine.api.errors import ApiError
 from commine.api.routes import labellings
 from commine.api.routes import streams as stream_routes
 from commine.api.ui.core import ActionUser
-from commine.api.ui.data import Pending, at_threshold, clusters_with_view, generation_of, latest_version, model_metrics
+from commine.api.ui.data import (
+    Pending,
+    PreparationFailed,
+    at_threshold,
+    clusters_with_view,
+    generation_of,
+    latest_version,
+    model_metrics,
+    reviewed,
+)
 from commine.api.views import check_names, dataset_row
 from commine.domain.access import LABELS_READ, LABELS_WRITE, STREAMS_ADMIN
 from commine.handlers import streams
@@ -84,21 +93,33 @@ def _queue(name: str | None) -> Any:
 
 @router.post("/label-cluster")
 def label_cluster(project: str, name: str, body: ClusterLabel, store: Store, user: ActionUser) -> dict[str, Any]:
-    """Add one label to many messages at once (a Discover cluster, or the selected part of it)."""
+    """Add one label to many messages at once (a Discover cluster, or the selected part of it).
+
+    A whole cluster leaves out the members someone reviewed since the clusters were made (as Explore
+    does), and is annotated ``MAX_CLUSTER`` messages a transaction.
+    """
     check_names(project, name, "dataset")
     require(user, project, LABELS_WRITE)
     with store.store.engine.connect() as conn:
         dataset_id = dataset_row(conn, project=project, name=name).dataset_id
         query = sa.select(t.sources.c.source_id, t.sources.c.project + "/" + t.sources.c.name)
         sources = dict(conn.execute(query).all())
-    uids = body.uids if body.cluster is None else _members(store, dataset_id, body.cluster, body.generation)
+    uids = body.uids
+    if body.cluster is not None:
+        # Outside the connection above: on SQLite every transaction takes the write lock.
+        members = _members(store, dataset_id, body.cluster, body.generation)
+        with store.store.engine.connect() as conn:
+            done = reviewed(conn, dataset_id, members)
+        uids = [uid for uid in members if uid not in done]
     requests = []
     for uid in uids:
         source_id, _, comment_id = uid.partition(".")
         if source_id not in sources:
             raise ApiError(400, f"no source for uid {uid!r}")
         requests.append(AnnotationRequest(source=sources[source_id], comment_id=comment_id, labels=(body.label,)))
-    results = annotate(store.store, f"{project}/{name}", requests, actor=actor(user))
+    results = []
+    for start in range(0, len(requests), MAX_CLUSTER):
+        results += annotate(store.store, f"{project}/{name}", requests[start : start + MAX_CLUSTER], actor=actor(user))
     store.written()
     errors = [r.reason for r in results if r.outcome == ERROR]
     return {"status": "ok", "labelled": len(results) - len(errors), "errors": errors[:5]}
@@ -110,6 +131,8 @@ def _members(store: Store, dataset_id: str, number: int, generation: int | None)
         view, found = clusters_with_view(store.store, dataset_id)
     except Pending:
         raise ApiError(409, "the clusters are being prepared again; reload Discover in a few seconds") from None
+    except PreparationFailed as exc:
+        raise ApiError(503, str(exc)) from None
     if generation != generation_of(view) or not 0 <= number < len(found):
         raise ApiError(409, "the clusters changed since the page was shown (new messages or a new model); reload")
     return list(found[number]["uids"])

@@ -20,7 +20,7 @@ from fastapi.templating import Jinja2Templates
 from commine.api.access import PRINCIPAL
 from commine.api.deps import Services, services
 from commine.api.errors import ApiError
-from commine.api.ui.data import Pending
+from commine.api.ui.data import Pending, PreparationFailed
 from commine.domain.access import PERMISSIONS, Principal, allowed
 from commine.handlers.access import authenticate
 
@@ -100,6 +100,11 @@ def install(app: Any) -> None:
         # 202: the request is accepted and its answer is on the way; the page reloads itself.
         seconds = round(exc.elapsed_s)
         return render(request, "preparing.html", None, status=202, what=exc.what, seconds=seconds, refresh=2)
+
+    @app.exception_handler(PreparationFailed)
+    async def failed(request: Request, exc: PreparationFailed) -> HTMLResponse:
+        message = f"commine was {exc.what}, and that failed: {exc.error}. A visit in a minute tries again."
+        return render(request, "error.html", None, status=503, message=message, code=503)
 
     @app.exception_handler(SignIn)
     async def sign_in(request: Request, _: SignIn) -> RedirectResponse:

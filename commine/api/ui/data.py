@@ -26,7 +26,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 import numpy as np
@@ -59,8 +59,18 @@ _MISSING = object()
 #: How long a page waits for something prepared in the background (a dataset's first view, its
 #: clusters, a past state) before it answers "being prepared" and refreshes itself.
 FIRST_WAIT_S = 0.1
-#: A state at a moment this far in the past is final: every event recorded up to it has committed.
-SETTLED_S = 300
+#: ``wait`` of the functions below meaning "as a page does": ``FIRST_WAIT_S``, read when called.
+PAGE = -1.0
+#: A failed preparation is reported to every page asking for it this long, before one tries again
+#: (a page reloads every 2 s: without this, each reload would start the same failing work again).
+FAILED_S = 30.0
+#: The state of a dataset at a moment later than the log's newest event can still change; a page
+#: asking for it again gets the one computed at most this long ago, when the log has grown since.
+LIVE_S = 30.0
+#: States at a moment kept, least recently used dropped (each holds a dataset's annotations).
+STATES_SIZE = 16
+#: Datasets ``warm`` prepares at a server's start, most recently active first.
+WARM_DATASETS = 20
 
 
 class Pending(Exception):
@@ -76,6 +86,15 @@ class Pending(Exception):
         return time.monotonic() - self.started
 
 
+class PreparationFailed(Exception):
+    """The background work a page needs failed: said on the page (503) until ``FAILED_S`` has passed."""
+
+    def __init__(self, what: str, error: BaseException) -> None:
+        super().__init__(f"{what} failed: {error}")
+        self.what = what
+        self.error = error
+
+
 @dataclass
 class _Job:
     what: str
@@ -86,14 +105,17 @@ class _Job:
 
 #: Work running in the background, by what it prepares; a second request for it joins the first.
 _jobs: dict[tuple[Any, ...], _Job] = {}
+#: Jobs that failed in the last ``FAILED_S``, by what they prepared.
+_failed: dict[tuple[Any, ...], _Job] = {}
 
 
 def _start(key: tuple[Any, ...], what: str, compute: Callable[[], object]) -> _Job:
-    """The job preparing ``key``, started on a thread unless one is already at it."""
+    """The job preparing ``key``: the running one, one that failed lately, or a new one on a thread."""
     with _lock:
-        job = _jobs.get(key)
-        if job is not None:
+        job = _jobs.get(key) or _failed.get(key)
+        if job is not None and not (job.error is not None and time.monotonic() - job.started > FAILED_S):
             return job
+        _failed.pop(key, None)
         job = _jobs[key] = _Job(what)
     threading.Thread(target=_run, args=(key, job, compute), name=f"commine-ui: {what}", daemon=True).start()
     return job
@@ -102,12 +124,14 @@ def _start(key: tuple[Any, ...], what: str, compute: Callable[[], object]) -> _J
 def _run(key: tuple[Any, ...], job: _Job, compute: Callable[[], object]) -> None:
     try:
         compute()
-    except BaseException as exc:  # handed to the request waiting for it
+    except BaseException as exc:  # handed to every request for it until FAILED_S has passed
         job.error = exc
         log.exception("preparing %s failed", job.what)
     finally:
         with _lock:
             _jobs.pop(key, None)
+            if job.error is not None:
+                _failed[key] = job
         job.done.set()
 
 
@@ -115,17 +139,18 @@ def _prepared(
     key: tuple[Any, ...], what: str, lookup: Callable[[], Any], compute: Callable[[], object], wait: float | None
 ) -> Any:
     """``lookup()`` once ``compute()`` (run on a thread) has stored it; ``Pending`` if that takes over ``wait``
-    seconds (None waits for it). A failure is raised to the request that waited for it; the next one retries."""
+    seconds (None waits for it, ``PAGE`` waits ``FIRST_WAIT_S``). A failure is raised to the requests for it
+    in the next ``FAILED_S``; the first one after that tries again."""
     found = lookup()
     if found is not _MISSING:
         return found
     job = _start(key, what, compute)
-    job.done.wait(wait)
+    job.done.wait(FIRST_WAIT_S if wait == PAGE else wait)
     found = lookup()
     if found is not _MISSING:
         return found
     if job.done.is_set() and job.error is not None:
-        raise job.error
+        raise PreparationFailed(job.what, job.error) from job.error
     raise Pending(job.what, job.started)
 
 
@@ -133,7 +158,7 @@ def latest_version(conn: Connection, dataset_id: str) -> int | None:
     return conn.execute(sa.select(sa.func.max(t.models.c.version)).where(t.models.c.dataset_id == dataset_id)).scalar()
 
 
-def view_of(store: EventStore, dataset_id: str, *, wait: float | None = FIRST_WAIT_S) -> DatasetView:
+def view_of(store: EventStore, dataset_id: str, *, wait: float | None = PAGE) -> DatasetView:
     """The dataset's arrays with its newest model.
 
     Built once on a thread (a page that cannot wait for it answers ``Pending``), then answered from
@@ -151,14 +176,20 @@ def view_of(store: EventStore, dataset_id: str, *, wait: float | None = FIRST_WA
         return _prepared(key, what, lambda: _views.get(base, (None, None, _MISSING))[2], _builder(store, base), wait)
     built_version, built_at, view = current
     if built_version != version or time.monotonic() - built_at > REFRESH_S:
-        _start(key, what, _builder(store, base))
+        _start(key, what, _builder(store, base, derive=True))
     return view
 
 
-def _builder(store: EventStore, base: tuple[str, str]) -> Callable[[], None]:
+def _builder(store: EventStore, base: tuple[str, str], *, derive: bool = False) -> Callable[[], None]:
+    """Build the dataset's view; with ``derive``, its clusters and dates too before it replaces the old
+    one, so that Discover and Reports go on answering at once across a new model version."""
+
     def build() -> None:
         view = offload.run(load_view, store, base[1])
         view.ui_generation = next(_generations)  # type: ignore[attr-defined]  # memo keys; never reused
+        if derive:
+            prepared_memo(view, "clusters", lambda: discover(view), "clustering the unreviewed messages", None)
+            weeks_of(store, base[1], view, wait=None)
         with _lock:
             _views[base] = (view.version, time.monotonic(), view)
         # A view is hundreds of thousands of long-lived objects: keep them out of the cyclic collector's
@@ -199,9 +230,7 @@ def memo(view: DatasetView, name: str, args: tuple[Any, ...], compute: Callable[
     return value
 
 
-def prepared_memo(
-    view: DatasetView, name: str, compute: Callable[[], T], what: str, wait: float | None = FIRST_WAIT_S
-) -> T:
+def prepared_memo(view: DatasetView, name: str, compute: Callable[[], T], what: str, wait: float | None = PAGE) -> T:
     """``memo`` for work too long for a request (seconds at 100,000 messages): computed on a thread."""
     key = _memo_key(view, name, ())
     return _prepared(("memo", *key), what, lambda: _recall(key), lambda: _remember(key, compute()), wait)  # type: ignore[no-any-return]
@@ -229,7 +258,7 @@ def index_of(view: DatasetView) -> dict[str, int]:
 
 
 def clusters_with_view(
-    store: EventStore, dataset_id: str, *, wait: float | None = FIRST_WAIT_S
+    store: EventStore, dataset_id: str, *, wait: float | None = PAGE
 ) -> tuple[DatasetView, list[dict[str, Any]]]:
     """The dataset's view and the clusters of its unreviewed messages (``insight.discover``)."""
     view = view_of(store, dataset_id, wait=wait)
@@ -237,12 +266,12 @@ def clusters_with_view(
     return view, prepared_memo(view, "clusters", lambda: discover(view), what, wait)
 
 
-def clusters_of(store: EventStore, dataset_id: str, *, wait: float | None = FIRST_WAIT_S) -> list[dict[str, Any]]:
+def clusters_of(store: EventStore, dataset_id: str, *, wait: float | None = PAGE) -> list[dict[str, Any]]:
     return clusters_with_view(store, dataset_id, wait=wait)[1]
 
 
 def weeks_of(
-    store: EventStore, dataset_id: str, view: DatasetView, *, wait: float | None = FIRST_WAIT_S
+    store: EventStore, dataset_id: str, view: DatasetView, *, wait: float | None = PAGE
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Each message's own timestamp (when it was sent, as datetime64[s]), the ISO weeks in order, and each
     message's week (an index into them), in the view's order."""
@@ -282,19 +311,62 @@ def properties_of(store: EventStore, dataset_id: str, view: DatasetView) -> dict
     return memo(view, "properties", (), compute)
 
 
-def state_at(store: EventStore, dataset: str, moment: datetime, *, wait: float | None = FIRST_WAIT_S) -> dict[str, Any]:
+_states: OrderedDict[tuple[Any, ...], tuple[int, float, dict[str, Any]]] = OrderedDict()
+
+
+def state_at(store: EventStore, dataset: str, moment: datetime, *, wait: float | None = PAGE) -> dict[str, Any]:
     """The dataset PROJECT/NAME as the log had it at ``moment`` (``handlers.history.dataset_at``, a replay:
-    seconds at 100,000 messages), prepared on a thread and kept. A moment ``SETTLED_S`` in the past has a
-    final state; a later one is kept only while the log has not grown."""
-    moment = as_utc(moment)
-    head = None if moment.timestamp() < time.time() - SETTLED_S else store.last_position()
-    key = ("state", str(store.engine.url), dataset, moment.isoformat(), head)
-    what = f"rebuilding the dataset as it stood at {moment:%Y-%m-%d %H:%M:%S} UTC from the log"
+    seconds at 100,000 messages), prepared in the background and kept.
 
+    Once the log holds an event recorded after ``moment`` the answer is final (``recorded_at`` never
+    goes backwards along the log). Before that it can still change, so it is computed again when the
+    log has grown, at most every ``LIVE_S``: one replay at a time per moment, however busy the log.
+    """
+    moment = as_utc(moment).astimezone(UTC)
+    key = ("state", str(store.engine.url), dataset, moment.isoformat())
+    head, newest = _head(store)
+    settled = newest is not None and newest > moment
+    with _lock:
+        found = _states.get(key)
+        if found is not None:
+            _states.move_to_end(key)
+    if found is not None:
+        position, computed_at, state = found
+        if settled or position == head or time.monotonic() - computed_at < LIVE_S:
+            return state
+        _start(key, _rebuilding(moment), _state_builder(store, dataset, moment, key, head))
+        return state  # the newer one is on its way; this one was true a moment ago
+
+    def lookup() -> Any:
+        with _lock:
+            return _states[key][2] if key in _states else _MISSING
+
+    return _prepared(key, _rebuilding(moment), lookup, _state_builder(store, dataset, moment, key, head), wait)  # type: ignore[no-any-return]
+
+
+def _head(store: EventStore) -> tuple[int, datetime | None]:
+    """The log's last position and when it was recorded."""
+    e = t.events
+    with store.engine.connect() as conn:
+        row = conn.execute(sa.select(e.c.position, e.c.recorded_at).order_by(e.c.position.desc()).limit(1)).first()
+    return (0, None) if row is None else (row.position, as_utc(row.recorded_at))
+
+
+def _rebuilding(moment: datetime) -> str:
+    return f"rebuilding the dataset as it stood at {moment:%Y-%m-%d %H:%M:%S} UTC from the log"
+
+
+def _state_builder(
+    store: EventStore, dataset: str, moment: datetime, key: tuple[Any, ...], head: int
+) -> Callable[[], None]:
     def rebuild() -> None:
-        _remember(key, offload.run(history.dataset_at, store, dataset, moment))
+        state = offload.run(history.dataset_at, store, dataset, moment)
+        with _lock:
+            _states[key] = (head, time.monotonic(), state)
+            while len(_states) > STATES_SIZE:
+                _states.popitem(last=False)
 
-    return _prepared(key, what, lambda: _recall(key), rebuild, wait)  # type: ignore[no-any-return]
+    return rebuild
 
 
 def warm(store: EventStore) -> threading.Thread:
@@ -302,7 +374,7 @@ def warm(store: EventStore) -> threading.Thread:
     starts it), so that the first visits after a server start find them ready."""
 
     def run() -> None:
-        query = sa.select(t.datasets.c.dataset_id).order_by(t.datasets.c.last_modified.desc())
+        query = sa.select(t.datasets.c.dataset_id).order_by(t.datasets.c.last_modified.desc()).limit(WARM_DATASETS)
         with store.engine.connect() as conn:
             ids = list(conn.execute(query).scalars())
         for dataset_id in ids:
@@ -326,13 +398,14 @@ def warm(store: EventStore) -> threading.Thread:
 
 def reviewed(conn: Connection, dataset_id: str, uids: list[str]) -> set[str]:
     """Those uids with any label decision in the dataset now."""
-    if not uids:
-        return set()
     a = t.annotations
-    rows = conn.execute(
-        sa.select(a.c.uid, a.c.assigned, a.c.dismissed).where(a.c.dataset_id == dataset_id, a.c.uid.in_(uids))
-    )
-    return {uid for uid, assigned, dismissed in rows if assigned or dismissed}
+    found: set[str] = set()
+    for start in range(0, len(uids), 1000):  # a whole cluster can be thousands
+        query = sa.select(a.c.uid, a.c.assigned, a.c.dismissed).where(
+            a.c.dataset_id == dataset_id, a.c.uid.in_(uids[start : start + 1000])
+        )
+        found.update(uid for uid, assigned, dismissed in conn.execute(query) if assigned or dismissed)
+    return found
 
 
 def message_row(conn: Connection, dataset_id: str, uid: str) -> Any:

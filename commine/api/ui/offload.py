@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import signal
 import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from typing import Any, TypeVar
 
 from commine.persistence.store import EventStore
@@ -46,20 +48,38 @@ def run(function: Callable[..., T], store: EventStore, *args: Any) -> T:
     """``function(store, *args)``; in a child process when turned on, where ``store`` is the child's own
     store of the same database (``function`` and its result must pickle)."""
     global _pool
+    for attempt in range(2):
+        settings, pool = _current()
+        if settings is None or pool is None:
+            return function(store, *args)
+        try:
+            return pool.submit(_in_child, settings, function, args).result()
+        except BrokenProcessPool:
+            # A child died (killed, out of memory): the pool is unusable from then on, so start another.
+            with _lock:
+                if _pool is pool:
+                    _pool = None
+            pool.shutdown(wait=False, cancel_futures=True)
+            if attempt:
+                raise
+    raise AssertionError("unreachable")
+
+
+def _current() -> tuple[Settings | None, ProcessPoolExecutor | None]:
+    global _pool
     with _lock:
-        settings, pool = _settings, _pool
-        if settings is not None and pool is None:
+        if _settings is not None and _pool is None:
             # spawn, not fork: the server has threads, and a forked child would inherit their locks.
             context = multiprocessing.get_context("spawn")
-            pool = _pool = ProcessPoolExecutor(WORKERS, mp_context=context, initializer=_watch, initargs=(os.getpid(),))
-    if settings is None or pool is None:
-        return function(store, *args)
-    return pool.submit(_in_child, settings, function, args).result()
+            _pool = ProcessPoolExecutor(WORKERS, mp_context=context, initializer=_watch, initargs=(os.getpid(),))
+        return _settings, _pool
 
 
 def _watch(parent: int) -> None:
     """In a child: exit as soon as the process that started it is gone. Its siblings hold the work
-    queue's pipe open, so without this an orphaned child would wait for work forever."""
+    queue's pipe open, so without this an orphaned child would wait for work forever. Ctrl-C is the
+    server's to handle: the child ignores it and is shut down by the server (``use_processes(None)``)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
     def watch() -> None:
         while os.getppid() == parent:
