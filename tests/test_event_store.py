@@ -892,3 +892,21 @@ def test_number_properties_read_back_with_the_content_hash_they_were_stored_with
     (back,) = store.read_aggregate(event.aggregate_id)
     assert content_hash(back.comment) == event.content_hash
     assert back.comment["user_properties"] == event.comment["user_properties"]
+
+
+def test_snapshots_keep_the_newest_version_and_an_aggregate_reads_from_after_a_version(store: EventStore) -> None:
+    store.append([defined("dataset:acme/a", v, name=f"L{v}") for v in range(1, 6)])
+    store.append([defined("dataset:acme/b", 1)])
+    later = store.read_aggregate("dataset:acme/a", after_version=3)
+    assert [e.aggregate_version for e in later] == [4, 5] and [e.name for e in later] == ["L4", "L5"]
+    assert store.read_aggregate("dataset:acme/a", after_version=5) == []
+    with store.engine.begin() as conn:
+        assert store.snapshot("dataset:acme/a", conn) is None
+        store.save_snapshot("dataset:acme/a", 4, {"cursor": 4}, conn)
+        store.save_snapshot("dataset:acme/a", 2, {"cursor": 2}, conn)  # older: a slower writer, ignored
+    with store.engine.begin() as conn:
+        assert store.snapshot("dataset:acme/a", conn) == (4, {"cursor": 4})
+        store.save_snapshot("dataset:acme/a", 5, {"cursor": 5}, conn)
+    with store.engine.connect() as conn:
+        assert store.snapshot("dataset:acme/a", conn) == (5, {"cursor": 5})
+        assert store.snapshot("dataset:acme/b", conn) is None

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -190,3 +192,47 @@ def test_a_stream_name_is_taken_until_the_stream_is_deleted() -> None:
             label_thresholds=[{"name": "A", "threshold": 0.1}, {"name": ["A"], "threshold": 0.2}],
             actor="u",
         )
+
+
+#: Commands a robot or a trainer may send a stream, as (name, argument).
+commands = st.lists(
+    st.one_of(
+        st.tuples(st.just("advance"), st.integers(0, 50)),
+        st.tuples(st.just("threshold"), st.tuples(st.sampled_from(LABELS), st.floats(0, 1))),
+        st.tuples(st.just("pin"), st.integers(1, 3)),
+        st.tuples(st.just("report"), st.integers(0, 3)),
+        st.tuples(st.just("clear"), st.integers(0, 3)),
+        st.tuples(st.just("reset"), st.just("2026-05-01T00:00:00Z")),
+    ),
+    max_size=30,
+)
+
+
+def _send(stream: Stream, name: str, argument: object) -> None:
+    send = {
+        "advance": lambda a: stream.advance(str(a), actor="robot"),
+        "threshold": lambda a: stream.change_threshold(a[0], a[1], actor="u"),
+        "pin": lambda a: stream.change_model_version(a, known_versions={1, 2, 3}, actor="u"),
+        "report": lambda a: stream.report_exception(f"{SOURCE}.m{a}", "Wrong", actor="robot"),
+        "clear": lambda a: stream.clear_exception(f"{SOURCE}.m{a}", actor="robot"),
+        "reset": lambda a: stream.reset(a, actor="robot"),
+    }
+    send[name](argument)
+
+
+@given(commands, st.data())
+def test_a_snapshot_and_the_events_after_it_give_the_state_the_whole_history_gives(
+    sent: list[tuple[str, object]], data: st.DataObject
+) -> None:
+    stream = Stream(stream_aggregate_id("d" * 16, "refunds"))
+    stream.create(stream_id="1" * 16, model_version=1, label_thresholds=[], actor="u")
+    for name, argument in sent:
+        _send(stream, name, argument)
+    events = stream.collect()
+    cut = data.draw(st.integers(1, len(events)))
+    at_cut = Stream.replay(stream.id, events[:cut])
+    # Through JSON, as the store keeps it.
+    kept = json.loads(json.dumps(at_cut.state()))
+    restored = Stream.from_snapshot(stream.id, at_cut.version, kept, events[cut:])
+    whole = Stream.replay(stream.id, events)
+    assert restored.state() == whole.state() and restored.version == whole.version == len(events)

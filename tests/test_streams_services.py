@@ -267,3 +267,30 @@ def test_new_messages_are_predicted_under_an_older_version_a_stream_pins(sqlite_
 
     assert streams.get_stream(store, DATASET, "old")["backlog"] == before + 20
     engine.dispose()
+
+
+def test_a_long_lived_stream_loads_from_its_snapshot_and_the_advances_after_it(world: World) -> None:
+    from commine.domain.stream import Stream, stream_aggregate_id
+    from commine.handlers.commands import load, run
+    from commine.persistence import schema as t
+
+    world.train()
+    streams.create_stream(world.store, DATASET, "refunds", label_thresholds=THRESHOLDS, actor="user:ann")
+    aggregate_id = stream_aggregate_id(world.dataset_id, "refunds")
+    for n in range(1, 251):  # a robot's advances: one event each, versions 2..251
+        run(world.store, Stream, aggregate_id, lambda s, n=n: s.advance(str(n), actor="robot"))
+    with world.store.engine.connect() as conn:
+        version, state = world.store.snapshot(aggregate_id, conn)  # type: ignore[misc]
+    assert version == 200 and state["cursor"] == 199 and state["schema"] == Stream.snapshot_schema
+    whole = Stream.replay(aggregate_id, world.store.read_aggregate(aggregate_id))
+    loaded = load(world.store, Stream, aggregate_id)
+    assert (loaded.version, loaded.state()) == (whole.version, whole.state()) and loaded.cursor == 250
+
+    def kept(state: dict) -> None:
+        with world.store.engine.begin() as conn:
+            conn.execute(t.snapshots.update().where(t.snapshots.c.aggregate_id == aggregate_id).values(state=state))
+
+    kept({**state, "cursor": 10_000})  # proof that loading starts from the snapshot, not from the first event
+    assert load(world.store, Stream, aggregate_id).cursor == 10_000
+    kept({**state, "schema": -1})  # a snapshot of another shape is ignored: the whole history is replayed
+    assert load(world.store, Stream, aggregate_id).state() == whole.state()

@@ -18,6 +18,11 @@ class Aggregate:
 
     #: Prefix of the aggregate id, naming the kind (``source:``).
     prefix: str = ""
+    #: Keep a snapshot every this many events (None: never). Only for kinds whose history grows
+    #: without bound; such a kind also implements ``state`` and ``restore``.
+    snapshot_every: int | None = None
+    #: The shape of ``state()``: a snapshot of another shape is ignored (the events are replayed).
+    snapshot_schema = 1
 
     def __init__(self, aggregate_id: str) -> None:
         self.id = aggregate_id
@@ -30,6 +35,26 @@ class Aggregate:
         for event in events:
             aggregate.apply(event)
         return aggregate
+
+    @classmethod
+    def from_snapshot(
+        cls, aggregate_id: str, version: int, state: dict[str, Any], events: Iterable[DomainEvent]
+    ) -> Self:
+        """The aggregate as a snapshot had it at ``version``, moved on by the events after it."""
+        aggregate = cls(aggregate_id)
+        aggregate.restore(state)
+        aggregate.version = version
+        for event in events:
+            aggregate.apply(event)
+        return aggregate
+
+    def state(self) -> dict[str, Any]:
+        """What a snapshot keeps: the state ``apply`` built, as JSON."""
+        raise NotImplementedError(f"{type(self).__name__} keeps no snapshots")
+
+    def restore(self, state: dict[str, Any]) -> None:
+        """Set the state kept by ``state()``."""
+        raise NotImplementedError(f"{type(self).__name__} keeps no snapshots")
 
     @property
     def exists(self) -> bool:

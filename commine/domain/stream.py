@@ -237,6 +237,8 @@ def parse_sequence_id(sequence_id: Any) -> int:
 
 class Stream(Aggregate):
     prefix = "stream:"
+    #: Every robot's advance is an event of its stream.
+    snapshot_every = 100
 
     def __init__(self, aggregate_id: str) -> None:
         super().__init__(aggregate_id)
@@ -355,6 +357,26 @@ class Stream(Aggregate):
     def delete(self, *, actor: str) -> None:
         self._require_live()
         self.record(StreamDeleted, actor, stream_id=self.stream_id)
+
+    def state(self) -> dict[str, Any]:
+        return {
+            "stream_id": self.stream_id,
+            "model_version": self.model_version,
+            "thresholds": dict(self.thresholds),
+            "delivery": self.delivery,
+            "deleted": self.deleted,
+            "cursor": self.cursor,
+            "exceptions": dict(self.exceptions),
+        }
+
+    def restore(self, state: dict[str, Any]) -> None:
+        self.stream_id = state["stream_id"]
+        self.model_version = state["model_version"]
+        self.thresholds = dict(state["thresholds"])
+        self.delivery = state["delivery"]
+        self.deleted = state["deleted"]
+        self.cursor = state["cursor"]
+        self.exceptions = dict(state["exceptions"])
 
     def _on_StreamCreated(self, event: StreamCreated) -> None:
         self.stream_id = event.stream_id

@@ -13,6 +13,8 @@ import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
+from sqlalchemy.engine import Connection
+
 from commine.domain.aggregate import Aggregate
 from commine.domain.dataset import Dataset, dataset_aggregate_id
 from commine.domain.errors import NotFound
@@ -30,17 +32,42 @@ A = TypeVar("A", bound=Aggregate)
 ATTEMPTS = 20
 
 
-def load(store: EventStore, cls: type[A], aggregate_id: str) -> A:
-    return cls.replay(aggregate_id, store.read_aggregate(aggregate_id))
+def load(store: EventStore, cls: type[A], aggregate_id: str, conn: Connection | None = None) -> A:
+    """The aggregate from its events; from its snapshot and the events after it, for a kind that keeps one."""
+    if conn is None:
+        with store.engine.connect() as own:
+            return load(store, cls, aggregate_id, own)
+    found = store.snapshot(aggregate_id, conn) if cls.snapshot_every else None
+    if found is None or found[1].get("schema") != cls.snapshot_schema:
+        return cls.replay(aggregate_id, store.read_aggregate(aggregate_id, conn))
+    version, state = found
+    return cls.from_snapshot(
+        aggregate_id, version, state, store.read_aggregate(aggregate_id, conn, after_version=version)
+    )
+
+
+def keep_snapshot(store: EventStore, aggregate: Aggregate, loaded_at: int, conn: Connection | None = None) -> None:
+    """After an append that carried ``aggregate`` past a multiple of its kind's ``snapshot_every``: snapshot it."""
+    every = aggregate.snapshot_every
+    if not every or aggregate.version // every == loaded_at // every:
+        return
+    state = {**aggregate.state(), "schema": aggregate.snapshot_schema}
+    if conn is None:
+        with store.engine.begin() as own:
+            store.save_snapshot(aggregate.id, aggregate.version, state, own)
+        return
+    store.save_snapshot(aggregate.id, aggregate.version, state, conn)
 
 
 def run(store: EventStore, cls: type[A], aggregate_id: str, command: Callable[[A], None]) -> A:
     """Load an aggregate, apply ``command`` and append its events; retry on a lost race."""
     for attempt in range(ATTEMPTS):
         aggregate = load(store, cls, aggregate_id)
+        loaded_at = aggregate.version
         command(aggregate)
         try:
             store.append(aggregate.collect())
+            keep_snapshot(store, aggregate, loaded_at)
             return aggregate
         except ConcurrencyError:
             if attempt == ATTEMPTS - 1:

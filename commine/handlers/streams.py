@@ -42,7 +42,7 @@ from commine.domain.stream import (
     parse_sequence_id,
     stream_aggregate_id,
 )
-from commine.handlers.commands import get_dataset, load, new_id, run
+from commine.handlers.commands import get_dataset, keep_snapshot, load, new_id, run
 from commine.persistence import projections, streamdata
 from commine.persistence import schema as t
 from commine.persistence.encryption import is_purged
@@ -426,11 +426,13 @@ def _record_advance(store: EventStore, conn: Connection, stream: Any, seq: int) 
     """``StreamAdvanced`` by the router, in the routing transaction; retried if a command raced it."""
     aggregate_id = stream_aggregate_id(stream.dataset_id, stream.name)
     for _ in range(5):
-        aggregate = Stream.replay(aggregate_id, store.read_aggregate(aggregate_id, conn))
+        aggregate = load(store, Stream, aggregate_id, conn)
+        loaded_at = aggregate.version
         if not aggregate.live or not aggregate.advance(str(seq), actor=ROUTER_ACTOR):
             return
         try:
             store.append(aggregate.collect(), conn=conn)
+            keep_snapshot(store, aggregate, loaded_at, conn)
             return
         except ConcurrencyError:
             continue

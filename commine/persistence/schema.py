@@ -34,6 +34,18 @@ events = sa.Table(
     sa.UniqueConstraint("aggregate_id", "aggregate_version", name="uq_events_aggregate_version"),
 )
 
+#: An aggregate's state at a version, so that loading it reads only the events after that version
+#: (a stream gains a ``StreamAdvanced`` with every robot's advance). A cache of the log: a missing or
+#: older snapshot only means more events to read; ``Aggregate.snapshot_every`` says which kinds keep one.
+snapshots = sa.Table(
+    "snapshots",
+    log_metadata,
+    sa.Column("aggregate_id", sa.String(1100), primary_key=True),
+    sa.Column("aggregate_version", sa.Integer, nullable=False),
+    sa.Column("state", JsonType, nullable=False),
+    sa.Column("taken_at", Timestamp, nullable=False),
+)
+
 #: One row per ingest batch handled, written in the same transaction as its events: the batch's
 #: counts survive a redelivery, and the uploader reads them back.
 ingest_receipts = sa.Table(

@@ -30,8 +30,9 @@ from commine.events import DomainEvent, EventRegistry, from_record, to_record
 from commine.events import registry as default_registry
 from commine.events.codec import EventRecord
 from commine.persistence.encryption import INGESTED, Cipher, Keys, attach, default_cipher, is_sealed
-from commine.persistence.engine import is_sqlite
+from commine.persistence.engine import insert, is_sqlite
 from commine.persistence.schema import events as events_table
+from commine.persistence.schema import snapshots as snapshots_table
 
 #: Column order of the COPY text: what is only known under the lock first.
 COPY_COLUMNS = [
@@ -273,8 +274,37 @@ class EventStore:
             versions.update({row[0]: row[1] for row in conn.execute(query)})
         return versions
 
-    def read_aggregate(self, aggregate_id: str, conn: Connection | None = None) -> list[DomainEvent]:
-        return self.read_aggregates([aggregate_id], conn)[aggregate_id]
+    def read_aggregate(
+        self, aggregate_id: str, conn: Connection | None = None, *, after_version: int = 0
+    ) -> list[DomainEvent]:
+        """The aggregate's events, oldest first; with ``after_version``, only those after it."""
+        if after_version == 0:
+            return self.read_aggregates([aggregate_id], conn)[aggregate_id]
+        if conn is None:
+            with self.engine.connect() as own:
+                return self.read_aggregate(aggregate_id, own, after_version=after_version)
+        query = (
+            sa.select(events_table)
+            .where(events_table.c.aggregate_id == aggregate_id, events_table.c.aggregate_version > after_version)
+            .order_by(events_table.c.aggregate_version)
+        )
+        return [stored.event for stored in self._decode_rows(conn, conn.execute(query).all())]
+
+    def snapshot(self, aggregate_id: str, conn: Connection) -> tuple[int, dict[str, Any]] | None:
+        """The newest snapshot of the aggregate: (its version, its state), or None."""
+        s = snapshots_table
+        row = conn.execute(sa.select(s.c.aggregate_version, s.c.state).where(s.c.aggregate_id == aggregate_id)).first()
+        return None if row is None else (row.aggregate_version, row.state)
+
+    def save_snapshot(self, aggregate_id: str, version: int, state: dict[str, Any], conn: Connection) -> None:
+        """Keep the aggregate's state at ``version`` (committed events only), unless a newer one is kept."""
+        s = snapshots_table
+        now = datetime.now(UTC)
+        row = {"aggregate_id": aggregate_id, "aggregate_version": version, "state": state, "taken_at": now}
+        statement = insert(conn, s).values(row)
+        newer = statement.excluded.aggregate_version > s.c.aggregate_version
+        update = {"aggregate_version": statement.excluded.aggregate_version, "state": statement.excluded.state}
+        conn.execute(statement.on_conflict_do_update(index_elements=["aggregate_id"], set_=update, where=newer))
 
     def read_aggregates(
         self, aggregate_ids: Sequence[str], conn: Connection | None = None
