@@ -278,17 +278,7 @@ class EventStore:
         self, aggregate_id: str, conn: Connection | None = None, *, after_version: int = 0
     ) -> list[DomainEvent]:
         """The aggregate's events, oldest first; with ``after_version``, only those after it."""
-        if after_version == 0:
-            return self.read_aggregates([aggregate_id], conn)[aggregate_id]
-        if conn is None:
-            with self.engine.connect() as own:
-                return self.read_aggregate(aggregate_id, own, after_version=after_version)
-        query = (
-            sa.select(events_table)
-            .where(events_table.c.aggregate_id == aggregate_id, events_table.c.aggregate_version > after_version)
-            .order_by(events_table.c.aggregate_version)
-        )
-        return [stored.event for stored in self._decode_rows(conn, conn.execute(query).all())]
+        return self.read_aggregates([aggregate_id], conn, after_version=after_version)[aggregate_id]
 
     def snapshot(self, aggregate_id: str, conn: Connection) -> tuple[int, dict[str, Any]] | None:
         """The newest snapshot of the aggregate: (its version, its state), or None."""
@@ -307,17 +297,18 @@ class EventStore:
         conn.execute(statement.on_conflict_do_update(index_elements=["aggregate_id"], set_=update, where=newer))
 
     def read_aggregates(
-        self, aggregate_ids: Sequence[str], conn: Connection | None = None
+        self, aggregate_ids: Sequence[str], conn: Connection | None = None, *, after_version: int = 0
     ) -> dict[str, list[DomainEvent]]:
-        """The events of each aggregate, oldest first (an empty list for one never written)."""
+        """The events of each aggregate after ``after_version``, oldest first (an empty list for one never
+        written)."""
         if conn is None:
             with self.engine.connect() as own:
-                return self.read_aggregates(aggregate_ids, own)
+                return self.read_aggregates(aggregate_ids, own, after_version=after_version)
         found: dict[str, list[DomainEvent]] = defaultdict(list)
         for chunk in _chunks(list(aggregate_ids)):
             query = (
                 sa.select(events_table)
-                .where(events_table.c.aggregate_id.in_(chunk))
+                .where(events_table.c.aggregate_id.in_(chunk), events_table.c.aggregate_version > after_version)
                 .order_by(events_table.c.aggregate_id, events_table.c.aggregate_version)
             )
             for stored in self._decode_rows(conn, conn.execute(query).all()):
