@@ -52,9 +52,37 @@ _lock = threading.Lock()
 #: (database, dataset id) -> (model version, built at, view)
 _views: dict[tuple[str, str], tuple[int | None, float, DatasetView]] = {}
 _generations = itertools.count(1)
-_memo: OrderedDict[tuple[Any, ...], Any] = OrderedDict()
-_models: OrderedDict[tuple[str, str, int], Any] = OrderedDict()
 _MISSING = object()
+
+
+class _Lru:
+    """At most ``size`` entries, the least recently used dropped first; safe across threads."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self._items: OrderedDict[tuple[Any, ...], Any] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, key: tuple[Any, ...]) -> Any:
+        """The value, or ``_MISSING``."""
+        with self._lock:
+            if key not in self._items:
+                return _MISSING
+            self._items.move_to_end(key)
+            return self._items[key]
+
+    def put(self, key: tuple[Any, ...], value: Any) -> None:
+        with self._lock:
+            self._items[key] = value
+            self._items.move_to_end(key)
+            while len(self._items) > self.size:
+                self._items.popitem(last=False)
+
+
+#: What is derived from a view (ranked queues, clusters, dates, drift), by view generation.
+_memo = _Lru(MEMO_SIZE)
+#: Model version rows (with every label's validation curves): a recorded version never changes.
+_models = _Lru(MEMO_SIZE)
 
 #: How long a page waits for something prepared in the background (a dataset's first view, its
 #: clusters, a past state) before it answers "being prepared" and refreshes itself.
@@ -188,7 +216,7 @@ def _builder(store: EventStore, base: tuple[str, str], *, derive: bool = False) 
         view = offload.run(load_view, store, base[1])
         view.ui_generation = next(_generations)  # type: ignore[attr-defined]  # memo keys; never reused
         if derive:
-            prepared_memo(view, "clusters", lambda: discover(view), "clustering the unreviewed messages", None)
+            _clusters(view, None)
             weeks_of(store, base[1], view, wait=None)
         with _lock:
             _views[base] = (view.version, time.monotonic(), view)
@@ -204,36 +232,21 @@ def _memo_key(view: DatasetView, name: str, args: tuple[Any, ...]) -> tuple[Any,
     return (generation_of(view), name, *args)
 
 
-def _recall(key: tuple[Any, ...]) -> Any:
-    with _lock:
-        if key not in _memo:
-            return _MISSING
-        _memo.move_to_end(key)
-        return _memo[key]
-
-
-def _remember(key: tuple[Any, ...], value: Any) -> None:
-    with _lock:
-        _memo[key] = value
-        while len(_memo) > MEMO_SIZE:
-            _memo.popitem(last=False)
-
-
 def memo(view: DatasetView, name: str, args: tuple[Any, ...], compute: Callable[[], T]) -> T:
     """``compute()``, remembered for this view (its results change only when the view does)."""
     key = _memo_key(view, name, args)
-    found = _recall(key)
+    found = _memo.get(key)
     if found is not _MISSING:
         return found  # type: ignore[no-any-return]
     value = compute()
-    _remember(key, value)
+    _memo.put(key, value)
     return value
 
 
 def prepared_memo(view: DatasetView, name: str, compute: Callable[[], T], what: str, wait: float | None = PAGE) -> T:
     """``memo`` for work too long for a request (seconds at 100,000 messages): computed on a thread."""
     key = _memo_key(view, name, ())
-    return _prepared(("memo", *key), what, lambda: _recall(key), lambda: _remember(key, compute()), wait)  # type: ignore[no-any-return]
+    return _prepared(("memo", *key), what, lambda: _memo.get(key), lambda: _memo.put(key, compute()), wait)  # type: ignore[no-any-return]
 
 
 #: How deep a Refine queue is ranked (the page shows the first 25 of them with a reason).
@@ -262,8 +275,11 @@ def clusters_with_view(
 ) -> tuple[DatasetView, list[dict[str, Any]]]:
     """The dataset's view and the clusters of its unreviewed messages (``insight.discover``)."""
     view = view_of(store, dataset_id, wait=wait)
-    what = "clustering the unreviewed messages"
-    return view, prepared_memo(view, "clusters", lambda: discover(view), what, wait)
+    return view, _clusters(view, wait)
+
+
+def _clusters(view: DatasetView, wait: float | None) -> list[dict[str, Any]]:
+    return prepared_memo(view, "clusters", lambda: discover(view), "clustering the unreviewed messages", wait)
 
 
 def clusters_of(store: EventStore, dataset_id: str, *, wait: float | None = PAGE) -> list[dict[str, Any]]:
@@ -311,7 +327,8 @@ def properties_of(store: EventStore, dataset_id: str, view: DatasetView) -> dict
     return memo(view, "properties", (), compute)
 
 
-_states: OrderedDict[tuple[Any, ...], tuple[int, float, dict[str, Any]]] = OrderedDict()
+#: States at a moment: (log head they were computed at, when, the state).
+_states = _Lru(STATES_SIZE)
 
 
 def state_at(store: EventStore, dataset: str, moment: datetime, *, wait: float | None = PAGE) -> dict[str, Any]:
@@ -326,11 +343,8 @@ def state_at(store: EventStore, dataset: str, moment: datetime, *, wait: float |
     key = ("state", str(store.engine.url), dataset, moment.isoformat())
     head, newest = _head(store)
     settled = newest is not None and newest > moment
-    with _lock:
-        found = _states.get(key)
-        if found is not None:
-            _states.move_to_end(key)
-    if found is not None:
+    found = _states.get(key)
+    if found is not _MISSING:
         position, computed_at, state = found
         if settled or position == head or time.monotonic() - computed_at < LIVE_S:
             return state
@@ -338,8 +352,8 @@ def state_at(store: EventStore, dataset: str, moment: datetime, *, wait: float |
         return state  # the newer one is on its way; this one was true a moment ago
 
     def lookup() -> Any:
-        with _lock:
-            return _states[key][2] if key in _states else _MISSING
+        kept = _states.get(key)
+        return kept if kept is _MISSING else kept[2]
 
     return _prepared(key, _rebuilding(moment), lookup, _state_builder(store, dataset, moment, key, head), wait)  # type: ignore[no-any-return]
 
@@ -360,11 +374,7 @@ def _state_builder(
     store: EventStore, dataset: str, moment: datetime, key: tuple[Any, ...], head: int
 ) -> Callable[[], None]:
     def rebuild() -> None:
-        state = offload.run(history.dataset_at, store, dataset, moment)
-        with _lock:
-            _states[key] = (head, time.monotonic(), state)
-            while len(_states) > STATES_SIZE:
-                _states.popitem(last=False)
+        _states.put(key, (head, time.monotonic(), offload.run(history.dataset_at, store, dataset, moment)))
 
     return rebuild
 
@@ -447,15 +457,11 @@ def model_metrics(conn: Connection, dataset_id: str, version: int | None) -> Any
         if version is None:
             return None
     key = (str(conn.engine.url), dataset_id, version)
-    with _lock:
-        found = _models.get(key)
-    if found is None:
+    found = _models.get(key)
+    if found is _MISSING:
         found = mldata.model_row(conn, dataset_id, version)
         if found is not None:
-            with _lock:
-                _models[key] = found
-                while len(_models) > MEMO_SIZE:
-                    _models.popitem(last=False)
+            _models.put(key, found)
     return found
 
 
