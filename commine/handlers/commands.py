@@ -137,9 +137,9 @@ def get_source(store: EventStore, full_name: str) -> Source:
     return source
 
 
-def get_dataset(store: EventStore, full_name: str) -> Dataset:
+def get_dataset(store: EventStore, full_name: str, conn: Connection | None = None) -> Dataset:
     project, name = split_full_name("dataset", full_name)
-    dataset = load(store, Dataset, dataset_aggregate_id(project, name))
+    dataset = load(store, Dataset, dataset_aggregate_id(project, name), conn)
     if not dataset.exists:
         raise NotFound(f"dataset {full_name} does not exist")
     return dataset

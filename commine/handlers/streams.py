@@ -33,7 +33,7 @@ from commine.broker.streams import (
 from commine.domain.comment import format_timestamp
 from commine.domain.errors import DomainError, NotFound
 from commine.domain.model import ModelVersions, models_aggregate_id
-from commine.domain.names import label_name
+from commine.domain.names import label_name, split_full_name
 from commine.domain.stream import (
     Stream,
     StreamRules,
@@ -135,16 +135,13 @@ def advance(store: EventStore, dataset: str, name: str, sequence_id: str, *, act
     behind the read model's), and the aggregate refuses a deleted stream itself.
     """
     number = parse_sequence_id(sequence_id)
-    dataset_id = get_dataset(store, dataset).dataset_id
     with store.engine.connect() as conn:
-        row = streamdata.stream_row(conn, dataset_id, name)
-    if row is None:
-        raise NotFound(f"stream {name!r} does not exist in dataset {dataset}")
+        row = _row(conn, store, dataset, name)
     if number > row.last_seq:
         raise DomainError(f"sequence_id {sequence_id} was never handed out by this stream")
     if number <= row.cursor:
         return
-    run(store, Stream, stream_aggregate_id(dataset_id, name), lambda s: s.advance(str(number), actor=actor))
+    run(store, Stream, stream_aggregate_id(row.dataset_id, name), lambda s: s.advance(str(number), actor=actor))
     projections.catch_up(store)
 
 
@@ -203,9 +200,11 @@ def _model_versions(store: EventStore, dataset_id: str) -> set[int]:
 
 
 def _row(conn: Connection, store: EventStore, dataset: str, name: str) -> Any:
-    dataset_id = get_dataset(store, dataset).dataset_id
-    row = streamdata.stream_row(conn, dataset_id, name)
+    """The stream's read-model row, found by names in one query; NotFound names what is missing."""
+    project, dataset_name = split_full_name("dataset", dataset)
+    row = streamdata.named_stream(conn, project, dataset_name, name)
     if row is None:
+        get_dataset(store, dataset, conn)  # raises NotFound if it is the dataset that does not exist
         raise NotFound(f"stream {name!r} does not exist in dataset {dataset}")
     return row
 
@@ -260,9 +259,11 @@ def fetch(
         _check_bound("max_filtered", max_filtered)
     with store.engine.connect() as conn:
         stream = _row(conn, store, dataset, name)
-        chosen, filtered, last = _scan(conn, stream.stream_id, stream.cursor, size, max_filtered)
+        chosen, filtered, last = _scan(conn, stream, size, max_filtered)
         results = _results(conn, stream, chosen)
-        end = not streamdata.has_entries_after(conn, stream.stream_id, last)
+        # Nothing lies past the last id handed out; below it, entries may (a deleted message
+        # leaves a gap, so only the index can tell).
+        end = last >= stream.last_seq or not streamdata.has_entries_after(conn, stream.stream_id, last)
     return {"results": results, "filtered": filtered, "sequence_id": str(last), "is_end_sequence": end}
 
 
@@ -271,9 +272,7 @@ def _check_bound(name: str, value: Any) -> None:
         raise DomainError(f"{name} must be a whole number from 1 to {MAX_FETCH}")
 
 
-def _scan(
-    conn: Connection, stream_id: str, after: int, size: int, max_filtered: int | None
-) -> tuple[list[Any], int, int]:
+def _scan(conn: Connection, stream: Any, size: int, max_filtered: int | None) -> tuple[list[Any], int, int]:
     """The entries fetch returns, how many it passed as filtered, and the last sequence id scanned.
 
     As if walking the entries past ``after`` in order and stopping at the first where ``size``
@@ -281,6 +280,7 @@ def _scan(
     entries come from the partial index, and the others are only counted, so a stream where few
     messages qualify costs no more to fetch from than one where most do.
     """
+    stream_id, after = stream.stream_id, stream.cursor
     chosen = streamdata.qualifying_after(conn, stream_id, after, size)
     stop = chosen[-1].seq if len(chosen) >= size else None
     if max_filtered is not None:
@@ -288,8 +288,10 @@ def _scan(
         if cut is not None and (stop is None or cut < stop):
             return [entry for entry in chosen if entry.seq < cut], max_filtered, cut
     if stop is None:
-        last = streamdata.last_entry_seq(conn, stream_id)
-        stop = max(after, last or 0)
+        # The last id handed out (the stream row's counter) rather than a query for the last entry:
+        # the same range, a gap left by a deleted message included. Entries the projection appended
+        # after the row was read may be among those chosen: the scan then ends at the last of them.
+        stop = max(after, stream.last_seq, chosen[-1].seq if chosen else 0)
     return chosen, streamdata.count_filtered(conn, stream_id, after, stop), stop
 
 

@@ -46,7 +46,7 @@ def append(conn: Connection, access: Access, at: datetime | None = None) -> None
         "status": access.status,
         "detail": access.detail,
     }
-    conn.execute(t.access_log.insert().values(row))
+    conn.execute(t.access_log.insert(), row)  # one statement compiled once, the row as parameters
 
 
 def page(

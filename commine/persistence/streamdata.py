@@ -6,6 +6,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.engine import Connection
 
 from commine.domain.comment import format_timestamp
@@ -16,9 +17,17 @@ from commine.persistence.store import as_utc
 CHUNK = 500
 
 
-def stream_row(conn: Connection, dataset_id: str, name: str) -> Any:
-    s = t.streams
-    return conn.execute(sa.select(s).where(s.c.dataset_id == dataset_id, s.c.name == name)).first()
+def named_stream(conn: Connection, project: str, dataset: str, name: str) -> Any:
+    """The stream ``name`` of the dataset ``project/dataset``, in one query over the read models
+    (the robots' fetch and advance address streams by names; replaying the dataset aggregate
+    from the log to learn its id cost a quarter of a fetch)."""
+    s, d = t.streams, t.datasets
+    query = (
+        sa.select(s)
+        .join(d, d.c.dataset_id == s.c.dataset_id)
+        .where(d.c.project == project, d.c.name == dataset, s.c.name == name)
+    )
+    return conn.execute(query).first()
 
 
 def stream_rows(conn: Connection, dataset_id: str | None = None, *, delivery: str | None = None) -> list[Any]:
@@ -117,11 +126,6 @@ def count_qualifying(conn: Connection, stream_id: str, after: int, upto: int | N
     return int(conn.execute(query).scalar() or 0)
 
 
-def last_entry_seq(conn: Connection, stream_id: str) -> int | None:
-    e = t.stream_entries
-    return conn.execute(sa.select(sa.func.max(e.c.seq)).where(e.c.stream_id == stream_id)).scalar()
-
-
 def has_entries_after(conn: Connection, stream_id: str, after: int) -> bool:
     """Whether any entry lies past ``after``. Ordered by ``seq`` on purpose: without it PostgreSQL
     took ``LIMIT 1`` for a cheap sequential scan and walked the other streams' entries first
@@ -133,41 +137,46 @@ def has_entries_after(conn: Connection, stream_id: str, after: int) -> bool:
 
 def comments(conn: Connection, dataset_id: str, uids: Sequence[str]) -> dict[str, dict[str, Any]]:
     """The current comment of each uid in the reference's response shape (``uid``, ``created_at``,
-    ``has_annotations`` added), read from the ``MessageIngested`` event the messages table points at."""
-    m, a = t.messages, t.annotations
-    keys = [(source_id, comment_id) for source_id, _, comment_id in (uid.partition(".") for uid in uids)]
-    rows: dict[str, Any] = {}
-    # One query for every source at once (a fetch's batch spans the dataset's sources).
-    for start in range(0, len(keys), CHUNK):
-        query = sa.select(m.c.source_id, m.c.comment_id, m.c.position, m.c.created_at).where(
-            sa.tuple_(m.c.source_id, m.c.comment_id).in_(keys[start : start + CHUNK])
-        )
-        for source_id, comment_id, position, created_at in conn.execute(query):
-            rows[f"{source_id}.{comment_id}"] = (source_id, position, created_at)
-    annotated: set[str] = set()
-    payloads: dict[int, Any] = {}
-    positions = [row[1] for row in rows.values()]
-    for start in range(0, len(uids), CHUNK):
-        chunk = list(uids[start : start + CHUNK])
-        query = sa.select(a.c.uid).where(a.c.dataset_id == dataset_id, a.c.uid.in_(chunk))
-        annotated.update(conn.execute(query).scalars())
-    for start in range(0, len(positions), CHUNK):
-        query = sa.select(t.events.c.position, t.events.c.event_id, t.events.c.payload).where(
-            t.events.c.position.in_(positions[start : start + CHUNK])
-        )
-        found = conn.execute(query).all()
-        opened = open_comments(conn, [(row.event_id, row.payload) for row in found])
-        payloads.update((row.position, {"comment": comment}) for row, comment in zip(found, opened, strict=True))
+    ``has_annotations`` added), read from the ``MessageIngested`` event the messages table points at.
+
+    One query a chunk: the message rows, their events and whether the dataset annotates them
+    (fetch's hottest read; three queries before). On PostgreSQL the uids go as two array
+    parameters, so the statement's text is the same for every batch and psycopg prepares it once;
+    an ``IN`` list of pairs is a new text for every batch size.
+    """
+    m, a, e = t.messages, t.annotations, t.events
+    uid = m.c.source_id + sa.literal(".") + m.c.comment_id
+    annotated = sa.exists().where(a.c.dataset_id == dataset_id, a.c.uid == uid).label("annotated")
+    columns = (m.c.source_id, m.c.created_at, e.c.event_id, e.c.payload, annotated, uid.label("uid"))
+    pairs = [(source_id, comment_id) for source_id, _, comment_id in (uid.partition(".") for uid in uids)]
+    found = []
+    for start in range(0, len(pairs), CHUNK):
+        chunk = pairs[start : start + CHUNK]
+        if conn.dialect.name == "postgresql":
+            wanted = sa.select(
+                sa.func.unnest(sa.bindparam("sources", [p[0] for p in chunk], type_=ARRAY(sa.String))).label("s"),
+                sa.func.unnest(sa.bindparam("comments", [p[1] for p in chunk], type_=ARRAY(sa.String))).label("c"),
+            ).subquery()
+            joined = wanted.join(m, sa.and_(m.c.source_id == wanted.c.s, m.c.comment_id == wanted.c.c))
+            query = sa.select(*columns).select_from(joined.join(e, e.c.position == m.c.position))
+        else:
+            query = (
+                sa.select(*columns)
+                .select_from(m.join(e, e.c.position == m.c.position))
+                .where(sa.tuple_(m.c.source_id, m.c.comment_id).in_(chunk))
+            )
+        found += conn.execute(query).all()
+    opened = open_comments(conn, [(row.event_id, row.payload) for row in found])
     out = {}
-    for uid, (source_id, position, created_at) in rows.items():
-        comment = dict(payloads[position]["comment"])
+    for row, comment in zip(found, opened, strict=True):
+        comment = dict(comment)
         comment.update(
-            uid=uid,
-            source_id=source_id,
-            created_at=format_timestamp(as_utc(created_at)),
-            has_annotations=uid in annotated,
+            uid=row.uid,
+            source_id=row.source_id,
+            created_at=format_timestamp(as_utc(row.created_at)),
+            has_annotations=bool(row.annotated),
         )
-        out[uid] = comment
+        out[row.uid] = comment
     return out
 
 
