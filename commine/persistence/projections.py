@@ -8,6 +8,8 @@ applying the same events twice. Replay runs the very same code into a fresh sche
 
 from __future__ import annotations
 
+import threading
+import weakref
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
@@ -472,7 +474,67 @@ def catch_up(store: EventStore, *, batch_size: int = 2000, wait: bool = True) ->
         apply(conn, events)
 
     skip = [MessageIngested.type_name()]
-    return follow(store, CHECKPOINT, react, table=t.checkpoints, skip_types=skip, batch_size=batch_size, wait=wait)
+
+    def one_pass() -> int | None:
+        return follow(store, CHECKPOINT, react, table=t.checkpoints, skip_types=skip, batch_size=batch_size, wait=wait)
+
+    if not wait:
+        return one_pass()
+    return _passes_of(store).join(one_pass)
+
+
+class SharedPasses:
+    """Catch-up passes shared by the threads of one process.
+
+    A thread that needs the read models to hold everything committed so far (a server's write
+    route, before it answers) joins the next pass that starts, instead of queueing on the
+    checkpoint's row lock for a pass of its own that would find nothing left to do: eight robots
+    advancing at once made eight passes in a row, each a transaction on the lock. A pass that
+    starts after the caller arrived reads the log after the caller's commit, so it covers it; one
+    already running may not, so the caller waits for the next. The thread that runs a pass returns
+    what it moved; the others return 0. A failed pass counts for nobody: a waiter runs the next.
+    """
+
+    def __init__(self) -> None:
+        self._changed = threading.Condition()
+        self._started = 0
+        self._finished = 0
+        self._running = False
+
+    def join(self, run: Callable[[], int | None]) -> int | None:
+        with self._changed:
+            needed = self._started + 1
+            while self._finished < needed:
+                if self._running:
+                    self._changed.wait()
+                    continue
+                self._running = True
+                self._started += 1
+                number, done = self._started, False
+                self._changed.release()
+                try:
+                    moved = run()
+                    done = True
+                finally:
+                    self._changed.acquire()
+                    self._running = False
+                    if done:
+                        self._finished = number
+                    self._changed.notify_all()
+                return moved
+            return 0
+
+
+_PASSES: weakref.WeakKeyDictionary[EventStore, SharedPasses] = weakref.WeakKeyDictionary()
+_PASSES_LOCK = threading.Lock()
+
+
+def _passes_of(store: EventStore) -> SharedPasses:
+    with _PASSES_LOCK:
+        found = _PASSES.get(store)
+        if found is None:
+            found = _PASSES[store] = SharedPasses()
+        return found
 
 
 @dataclass(frozen=True)
