@@ -64,6 +64,9 @@ class Settings:
     #: Where ``commine serve`` listens.
     api_host: str = "127.0.0.1"
     api_port: int = 8000
+    #: Server processes ``commine serve`` starts (``COMMINE_API_WORKERS``): one per core lets the
+    #: robots' fetches use every core, each process holding its own web UI caches.
+    api_workers: int = 1
     #: ``commine serve`` prepares every dataset's view for the web UI on a thread at start
     #: (``COMMINE_UI_WARM=off`` leaves each to its first visit).
     ui_warm: bool = True
@@ -113,6 +116,7 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
         transformer=env.get("COMMINE_TRANSFORMER", "1") != "0",
         api_host=env.get("COMMINE_API_HOST") or "127.0.0.1",
         api_port=int(env.get("COMMINE_API_PORT") or 8000),
+        api_workers=int(env.get("COMMINE_API_WORKERS") or 1),
         ui_warm=_switch(env.get("COMMINE_UI_WARM"), default=True),
         encryption=_switch(env.get("COMMINE_ENCRYPTION"), default=True),
         master_key=env.get("COMMINE_MASTER_KEY") or None,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import AsyncIterator
 from typing import Any
 
 import click
@@ -110,34 +112,79 @@ def permissions_revoke(ctx: Context, username: str, project: str, names: tuple[s
 @click.command()
 @click.option("--host", default=None, help="Interface to listen on [COMMINE_API_HOST, default 127.0.0.1].")
 @click.option("--port", type=int, default=None, help="Port [COMMINE_API_PORT, default 8000].")
+@click.option("--workers", type=int, default=None, help="Server processes [COMMINE_API_WORKERS, default 1].")
 @pass_context
-def serve(ctx: Context, host: str | None, port: int | None) -> None:
+def serve(ctx: Context, host: str | None, port: int | None, workers: int | None) -> None:
     """Serve the HTTP API and the web UI at / (with --embedded: SQLite, workers and retraining inside)."""
-    run_server(ctx.app, host or ctx.settings.api_host, port or ctx.settings.api_port)
+    settings = ctx.settings
+    host, port, workers = host or settings.api_host, port or settings.api_port, workers or settings.api_workers
+    if workers < 1:
+        fail("--workers must be at least 1")
+    if workers == 1:
+        run_server(ctx.app, host, port)
+        return
+    if settings.embedded:
+        fail("the embedded mode serves from one process (its SQLite store and in-process workers); drop --workers")
+    import uvicorn
+
+    ctx.store  # noqa: B018 -- create and migrate the database once, before the processes race to
+    click.echo(f"commine web UI and API on http://{host}:{port}/ ({workers} processes)")
+    uvicorn.run(f"{__name__}:worker_app", factory=True, host=host, port=port, workers=workers, log_level="info")
 
 
 def run_server(app: Any, host: str, port: int) -> None:
     """uvicorn over the app; in the embedded mode the actors and the retraining run on threads of the server."""
     import uvicorn
 
-    from commine.api.app import create_app
-
     if app.settings.embedded:
         from commine.workers.inline import background_trainer, worker_for
 
         worker_for(app)  # the in-process actors run on a thread of the server
         background_trainer(app)  # so labelling in the UI lands a new model version
+    click.echo(f"commine web UI and API on http://{host}:{port}/")
+    try:
+        uvicorn.run(served(app), host=host, port=port, log_level="info")
+    finally:
+        _stop_serving()
+
+
+def served(app: Any) -> Any:
+    """The ASGI app a server process serves: the web UI's long reads in child processes, its views warmed."""
+    from commine.api.app import create_app
     from commine.api.ui import offload
     from commine.api.ui.data import warm
 
     offload.use_processes(app.settings)  # the web UI's long reads keep off the server's GIL
     if app.settings.ui_warm:
         warm(app.store)  # the web UI's dataset views, ready before their first visit
-    click.echo(f"commine web UI and API on http://{host}:{port}/")
-    try:
-        uvicorn.run(create_app(app), host=host, port=port, log_level="info")
-    finally:
-        offload.use_processes(None)  # its children go before the store they read (the demo's is temporary)
+    return create_app(app)
+
+
+def _stop_serving() -> None:
+    from commine.api.ui import offload
+
+    offload.use_processes(None)  # its children go before the store they read (the demo's is temporary)
+
+
+def worker_app() -> Any:
+    """What each process of ``commine serve --workers N`` serves, from the environment's settings
+    (the command's other options are environment variables too)."""
+    from commine.bootstrap import bootstrap
+    from commine.settings import load_settings
+
+    app = bootstrap(load_settings())
+    api = served(app)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_: Any) -> AsyncIterator[None]:
+        try:
+            yield
+        finally:
+            _stop_serving()
+            app.close()
+
+    api.router.lifespan_context = lifespan
+    return api
 
 
 COMMANDS = [users, tokens, permissions, serve]
