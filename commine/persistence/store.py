@@ -68,8 +68,47 @@ def _copy_text(row: dict[str, Any]) -> str:
     )
 
 
+#: Batches up to this many events appended in their own transaction go through the pipelined path.
+PIPELINED = 64
+
+#: The pipelined append's insert: rows numbered after the log's last position, in order, stamped
+#: no earlier than the last row (like ``_insert``); run right after the table lock is granted.
+_PIPELINED_INSERT = """
+INSERT INTO events (position, recorded_at, event_id, aggregate_id, aggregate_version, type,
+                    schema_version, occurred_at, actor, payload)
+SELECT coalesce(last.position, 0) + v.n, greatest(%(now)s, coalesce(last.recorded_at, %(now)s)),
+       v.event_id, v.aggregate_id, v.aggregate_version, v.type, v.schema_version, v.occurred_at,
+       v.actor, v.payload::jsonb
+FROM unnest(%(event_ids)s::uuid[], %(aggregate_ids)s::text[], %(versions)s::int[], %(types)s::text[],
+            %(schema_versions)s::int[], %(occurred)s::timestamptz[], %(actors)s::text[],
+            %(payloads)s::text[])
+     WITH ORDINALITY AS v(event_id, aggregate_id, aggregate_version, type, schema_version, occurred_at,
+                          actor, payload, n)
+LEFT JOIN (SELECT position, recorded_at FROM events ORDER BY position DESC LIMIT 1) AS last ON true
+RETURNING position
+"""
+
+
+def _pipelined_parameters(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    return {
+        "now": datetime.now(UTC),
+        "event_ids": [row["event_id"] for row in rows],
+        "aggregate_ids": [row["aggregate_id"] for row in rows],
+        "versions": [row["aggregate_version"] for row in rows],
+        "types": [row["type"] for row in rows],
+        "schema_versions": [row["schema_version"] for row in rows],
+        "occurred": [row["occurred_at"] for row in rows],
+        "actors": [row["actor"] for row in rows],
+        "payloads": [orjson.dumps(row["payload"]).decode() for row in rows],
+    }
+
+
 #: Ids per ``IN (...)`` clause; SQLite allows 32,766 bound parameters, PostgreSQL 65,535.
 CHUNK = 1000
+
+
+class _CarefulPath(Exception):
+    """The pipelined append leaves the batch to the careful path (rolled back, nothing written)."""
 
 
 class ConcurrencyError(Exception):
@@ -124,6 +163,10 @@ class EventStore:
         batch writes nothing.
         """
         if conn is None:
+            if not self._sqlite and 0 < len(events) <= PIPELINED:
+                positions = self._append_pipelined(events)
+                if positions is not None:
+                    return positions
             with self.transaction() as own:
                 return self.append(events, own)
         if not events:
@@ -151,6 +194,33 @@ class EventStore:
                 return self._insert(conn, [by_id[event.event_id] for event in fresh])
         except sa.exc.IntegrityError as exc:
             raise ConcurrencyError(f"append conflicted with another writer: {exc.orig}") from None
+
+    def _append_pipelined(self, events: Sequence[DomainEvent]) -> list[int] | None:
+        """A small batch in its own transaction, the lock and the insert in one round trip.
+
+        Every round trip made while the log's lock is held is one every other writer waits for,
+        and in a busy server process each can wait a GIL switch (5 ms) more: a command's append
+        took eight (lock, savepoint, version look-up, last position, COPY twice, release, commit),
+        which capped eight robots' advances at about 30 a second. Here the versions are checked
+        before the lock (versions only grow, and the unique index rejects one taken meanwhile), and
+        the lock and one ``INSERT ... SELECT`` that numbers the rows after the last position go
+        in one pipeline: two round trips under the lock with the commit. None when the careful
+        path must decide (a duplicate id, a version taken or not following on): it then runs in
+        a fresh transaction.
+        """
+        try:
+            with self.engine.begin() as conn:
+                rows = self._prepare(events, conn)
+                if self._version_problem(conn, events, look_up_new=False) is not None:
+                    raise _CarefulPath
+                raw = conn.connection.dbapi_connection
+                with raw.pipeline(), raw.cursor() as cursor:  # type: ignore[union-attr]
+                    cursor.execute("LOCK TABLE events IN EXCLUSIVE MODE")
+                    cursor.execute(_PIPELINED_INSERT, _pipelined_parameters(rows))
+                    positions = sorted(row[0] for row in cursor.fetchall())
+                return positions
+        except (_CarefulPath, psycopg.IntegrityError):
+            return None
 
     def _prepare(self, events: Sequence[DomainEvent], conn: Connection) -> list[dict[str, Any]]:
         """Everything of the rows but position and recorded_at, worked out before taking the lock.
