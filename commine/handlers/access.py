@@ -114,24 +114,25 @@ def _change(store: EventStore, username: str, command: object) -> list[str]:
 
 def authenticate(engine: Engine, token: str) -> Principal | None:
     """The user a live token belongs to, with their permissions; None for an unknown or revoked token."""
+    u, k, p = t.users, t.api_tokens, t.permissions
+    # One query (every API request makes it): the user of the live token, one row per grant.
+    query = (
+        sa.select(u.c.username, u.c.user_id, u.c.admin, p.c.project, p.c.permission)
+        .join(k, k.c.username == u.c.username)
+        .outerjoin(p, p.c.username == u.c.username)
+        .where(k.c.token_hash == hash_token(token), k.c.revoked.is_(False))
+    )
     with engine.connect() as conn:
-        user = conn.execute(
-            sa.select(t.users)
-            .join(t.api_tokens, t.api_tokens.c.username == t.users.c.username)
-            .where(t.api_tokens.c.token_hash == hash_token(token), t.api_tokens.c.revoked.is_(False))
-        ).first()
-        if user is None:
-            return None
-        rows = conn.execute(
-            sa.select(t.permissions.c.project, t.permissions.c.permission).where(
-                t.permissions.c.username == user.username
-            )
-        ).all()
+        rows = conn.execute(query).all()
+    if not rows:
+        return None
     granted: dict[str, set[str]] = {}
-    for project, permission in rows:
-        granted.setdefault(project, set()).add(permission)
+    for row in rows:
+        if row.project is not None:
+            granted.setdefault(row.project, set()).add(row.permission)
+    first = rows[0]
     return Principal(
-        user.username, user.user_id, user.admin, {project: frozenset(names) for project, names in granted.items()}
+        first.username, first.user_id, first.admin, {project: frozenset(names) for project, names in granted.items()}
     )
 
 
