@@ -245,14 +245,21 @@ def list_exceptions(store: EventStore, dataset: str, name: str) -> list[dict[str
 
 
 def fetch(
-    store: EventStore, dataset: str, name: str, *, size: int = 16, max_filtered: int | None = None
+    store: EventStore,
+    dataset: str,
+    name: str,
+    *,
+    size: int = 16,
+    max_filtered: int | None = None,
+    hide_sensitive: bool = False,
 ) -> dict[str, Any]:
     """The next results past the cursor, without moving it (the reference's ``fetch``).
 
     Scans entries in order: qualifying ones become results (up to ``size``), others count as
     ``filtered`` (scanning stops after ``max_filtered`` of them). ``sequence_id`` is the last
     entry scanned: advancing to it skips a filtered block even when ``results`` is empty.
-    ``is_end_sequence`` says nothing lies beyond it yet.
+    ``is_end_sequence`` says nothing lies beyond it yet. ``hide_sensitive`` drops the user
+    properties each comment's source marks sensitive (for a caller without the permission to see them).
     """
     _check_bound("size", size)
     if max_filtered is not None:
@@ -261,6 +268,8 @@ def fetch(
         stream = _row(conn, store, dataset, name)
         chosen, filtered, last = _scan(conn, stream, size, max_filtered)
         results = _results(conn, stream, chosen)
+        if hide_sensitive:
+            _drop_sensitive(conn, results)
         # Nothing lies past the last id handed out; below it, entries may (a deleted message
         # leaves a gap, so only the index can tell).
         end = last >= stream.last_seq or not streamdata.has_entries_after(conn, stream.stream_id, last)
@@ -304,6 +313,21 @@ def _results(conn: Connection, stream: Any, entries: Sequence[Any]) -> list[dict
         for entry in entries
         if entry.uid in found and not is_purged(found[entry.uid])
     ]
+
+
+def _drop_sensitive(conn: Connection, results: list[dict[str, Any]]) -> None:
+    """Drop the user properties their sources mark sensitive from the results' comments."""
+    source_ids = {r["comment"]["uid"].partition(".")[0] for r in results}
+    if not source_ids:
+        return
+    s = t.sources
+    rows = conn.execute(sa.select(s.c.source_id, s.c.sensitive_properties).where(s.c.source_id.in_(source_ids)))
+    hidden = {source_id: set(props or []) for source_id, props in rows}
+    for result in results:
+        comment = result["comment"]
+        drop = hidden.get(comment["uid"].partition(".")[0])
+        if drop and comment.get("user_properties"):
+            comment["user_properties"] = {k: v for k, v in comment["user_properties"].items() if k not in drop}
 
 
 def preview_thresholds(
