@@ -60,8 +60,7 @@ def follow(
     wait: bool = True,
     read_events: bool = True,
 ) -> int | None:
-    """React to every event after the position ``name``, a window at a time, to the end of the log
-    (as it stood when the last window began: every event committed before the call is reacted to).
+    """React to every event after the position ``name``, a window at a time, until the end of the log.
 
     Returns how many positions the follower moved. Events of ``skip_types`` are not read (the
     position still moves past them). A second runner of the same follower waits on the row lock,
@@ -90,8 +89,9 @@ def follow(
             react(conn, window, position, end)
             save_position(conn, name, end, table)
             moved += end - position
-        if end == last:
-            # The end of the log as this window began: what was committed before the call is in.
-            # Another transaction only to find nothing after it cost a server's every write route
-            # a second turn on the lock.
+            # At the end of the log, and the reaction appended nothing (prediction appends its
+            # own events): done, without another transaction on the lock only to find nothing
+            # after the window, which cost a server's every write route a second turn on it.
+            done = end == last and store.last_position(conn) == last
+        if done:
             return moved
