@@ -842,13 +842,16 @@ def test_two_catch_ups_at_once_apply_each_event_exactly_once(
     monkeypatch.setattr(projections, "apply", counting(original_apply))
     monkeypatch.setattr(projections, "_messages", counting(original_messages))
     start = threading.Barrier(2)
+    # Two store objects, as two processes would have: threads of one share passes
+    # (``SharedPasses``), and the checkpoint row's lock is what this test is about.
+    other = EventStore(store.engine, store.registry, store.cipher)
 
-    def runner() -> int:
+    def runner(which: EventStore) -> int:
         start.wait()
-        return projections.catch_up(store, batch_size=7)
+        return projections.catch_up(which, batch_size=7)
 
     with ThreadPoolExecutor(2) as pool:
-        counts = [f.result() for f in [pool.submit(runner), pool.submit(runner)]]
+        counts = [f.result() for f in [pool.submit(runner, store), pool.submit(runner, other)]]
 
     assert sum(counts) == total
     assert sorted(applied_positions) == list(range(1, total + 1))

@@ -125,3 +125,19 @@ def failed_pass_scenario() -> tuple[list[str], list[int]]:
     for thread in [first, *others]:
         thread.join()
     return ran, returned
+
+
+def test_a_pass_that_asks_for_a_pass_runs_it_itself() -> None:
+    """Re-entrant: waiting for the pass one is running would hang forever."""
+    passes = SharedPasses()
+    inner: list[int | None] = []
+
+    def outer() -> int:
+        inner.append(passes.join(lambda: 5))
+        return 1
+
+    thread = threading.Thread(target=lambda: passes.join(outer), daemon=True)
+    thread.start()
+    thread.join(timeout=10)
+    assert not thread.is_alive(), "a pass asking for a pass hung"
+    assert inner == [5]

@@ -61,3 +61,21 @@ def test_a_runner_that_will_not_wait_is_told_at_once_while_the_holder_moves_the_
         assert waiting.is_alive() and seen == []  # a runner that waits, waits
     waiting.join(timeout=10)
     assert seen == [7]  # and then reads what the holder committed
+
+
+def test_a_waiting_runner_gets_the_position_another_runner_created_meanwhile(pg_store: EventStore) -> None:
+    """The row is created by another runner while this one waits: it gets a position, never None."""
+    with pg_store.transaction() as creator:
+        assert lock_position(creator, "fresh-follower") == 0  # created and held, not committed
+        found: list[int | None] = []
+
+        def wait_for_it() -> None:
+            with pg_store.transaction() as conn:
+                found.append(lock_position(conn, "fresh-follower", wait=True))
+
+        waiting = threading.Thread(target=wait_for_it, daemon=True)
+        waiting.start()
+        waiting.join(timeout=0.5)
+        save_position(creator, "fresh-follower", 3)
+    waiting.join(timeout=10)
+    assert found == [3]

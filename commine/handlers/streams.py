@@ -270,9 +270,9 @@ def fetch(
         results = _results(conn, stream, chosen)
         if hide_sensitive:
             _drop_sensitive(conn, results)
-        # Nothing lies past the last id handed out; below it, entries may (a deleted message
-        # leaves a gap, so only the index can tell).
-        end = last >= stream.last_seq or not streamdata.has_entries_after(conn, stream.stream_id, last)
+        # Nothing lies past the last id handed out as the row was read; anywhere else (below it,
+        # or past it when the projection appended after the row was read) only the index can tell.
+        end = last == stream.last_seq or not streamdata.has_entries_after(conn, stream.stream_id, last)
     return {"results": results, "filtered": filtered, "sequence_id": str(last), "is_end_sequence": end}
 
 

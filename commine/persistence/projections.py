@@ -458,9 +458,11 @@ def _cut_after(batch: list[StoredEvent], kinds: tuple[type, ...]) -> Iterator[li
 
 
 def catch_up(store: EventStore, *, batch_size: int = 2000, wait: bool = True) -> int | None:
-    """Apply every event after the checkpoint; returns how many positions the checkpoint moved.
+    """Apply every event after the checkpoint; returns how many positions this call moved it.
 
-    With ``wait=False`` it returns None at once if another runner is catching up.
+    With ``wait=False`` it returns None at once if another runner is catching up. With ``wait=True``
+    a call joins the next pass of its process (``SharedPasses``) and returns 0 when another
+    thread ran that pass.
 
     ``MessageIngested`` is the volume, and its projection needs a few fields of a payload that
     carries the whole comment, so those fields are read straight out of the stored JSON rather
@@ -503,8 +505,11 @@ class SharedPasses:
         self._started = 0
         self._finished = 0
         self._running = False
+        self._inside = threading.local()
 
     def join(self, run: Callable[[], int | None]) -> int | None:
+        if getattr(self._inside, "running", False):
+            return run()  # called from within this thread's own pass: waiting for it would hang
         with self._changed:
             needed = self._started + 1
             while self._finished < needed:
@@ -515,10 +520,12 @@ class SharedPasses:
                 self._started += 1
                 number, done = self._started, False
                 self._changed.release()
+                self._inside.running = True
                 try:
                     moved = run()
                     done = True
                 finally:
+                    self._inside.running = False
                     self._changed.acquire()
                     self._running = False
                     if done:

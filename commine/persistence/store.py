@@ -214,13 +214,15 @@ class EventStore:
                 if self._version_problem(conn, events, look_up_new=False) is not None:
                     raise _CarefulPath
                 raw = conn.connection.dbapi_connection
-                with raw.pipeline(), raw.cursor() as cursor:  # type: ignore[union-attr]
-                    cursor.execute("LOCK TABLE events IN EXCLUSIVE MODE")
-                    cursor.execute(_PIPELINED_INSERT, _pipelined_parameters(rows))
-                    positions = sorted(row[0] for row in cursor.fetchall())
+                with raw.pipeline():  # type: ignore[union-attr]
+                    raw.execute("LOCK TABLE events IN EXCLUSIVE MODE")  # type: ignore[union-attr]
+                    inserted = raw.execute(_PIPELINED_INSERT, _pipelined_parameters(rows))  # type: ignore[union-attr]
+                    positions = sorted(row[0] for row in inserted.fetchall())
                 return positions
         except (_CarefulPath, psycopg.IntegrityError):
             return None
+        except psycopg.DataError as exc:
+            raise sa.exc.DataError("INSERT events", None, exc) from None
 
     def _prepare(self, events: Sequence[DomainEvent], conn: Connection) -> list[dict[str, Any]]:
         """Everything of the rows but position and recorded_at, worked out before taking the lock.

@@ -117,7 +117,8 @@ def permissions_revoke(ctx: Context, username: str, project: str, names: tuple[s
 def serve(ctx: Context, host: str | None, port: int | None, workers: int | None) -> None:
     """Serve the HTTP API and the web UI at / (with --embedded: SQLite, workers and retraining inside)."""
     settings = ctx.settings
-    host, port, workers = host or settings.api_host, port or settings.api_port, workers or settings.api_workers
+    host, port = host or settings.api_host, port or settings.api_port
+    workers = workers if workers is not None else settings.api_workers
     if workers < 1:
         fail("--workers must be at least 1")
     if workers == 1:
