@@ -23,12 +23,12 @@ def pg_store(pg_url: str) -> Iterator[EventStore]:
     engine.dispose()
 
 
-def other_runner(store: EventStore, *, wait: bool) -> tuple[threading.Thread, list[int | None]]:
+def other_runner(store: EventStore, *, wait: bool, name: str = "follower") -> tuple[threading.Thread, list[int | None]]:
     found: list[int | None] = []
 
     def run() -> None:
         with store.transaction() as conn:
-            found.append(lock_position(conn, "follower", wait=wait))
+            found.append(lock_position(conn, name, wait=wait))
 
     thread = threading.Thread(target=run, daemon=True)
     thread.start()
@@ -67,14 +67,7 @@ def test_a_waiting_runner_gets_the_position_another_runner_created_meanwhile(pg_
     """The row is created by another runner while this one waits: it gets a position, never None."""
     with pg_store.transaction() as creator:
         assert lock_position(creator, "fresh-follower") == 0  # created and held, not committed
-        found: list[int | None] = []
-
-        def wait_for_it() -> None:
-            with pg_store.transaction() as conn:
-                found.append(lock_position(conn, "fresh-follower", wait=True))
-
-        waiting = threading.Thread(target=wait_for_it, daemon=True)
-        waiting.start()
+        waiting, found = other_runner(pg_store, wait=True, name="fresh-follower")
         waiting.join(timeout=0.5)
         save_position(creator, "fresh-follower", 3)
     waiting.join(timeout=10)
