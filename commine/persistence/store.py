@@ -210,7 +210,7 @@ class EventStore:
         """
         try:
             with self.engine.begin() as conn:
-                rows = self._prepare(events, conn)
+                rows = self._prepare(events, conn, copy=False)
                 if self._version_problem(conn, events, look_up_new=False) is not None:
                     raise _CarefulPath
                 raw = conn.connection.dbapi_connection
@@ -224,12 +224,13 @@ class EventStore:
         except psycopg.DataError as exc:
             raise sa.exc.DataError("INSERT events", None, exc) from None
 
-    def _prepare(self, events: Sequence[DomainEvent], conn: Connection) -> list[dict[str, Any]]:
+    def _prepare(self, events: Sequence[DomainEvent], conn: Connection, *, copy: bool = True) -> list[dict[str, Any]]:
         """Everything of the rows but position and recorded_at, worked out before taking the lock.
 
         The lock is held until commit, so every microsecond of work done under it is a
-        microsecond every other writer waits; on PostgreSQL each row's COPY text is made here too,
-        and customer text is sealed here (data keys are looked up once per source and batch).
+        microsecond every other writer waits; on PostgreSQL each row's COPY text is made here too
+        (unless ``copy`` is false: the pipelined path sends the payloads as parameters), and
+        customer text is sealed here (data keys are looked up once per source and batch).
         """
         rows = []
         for event in events:
@@ -247,7 +248,7 @@ class EventStore:
             }
             rows.append(row)
         self.cipher.on_append(conn, rows)
-        if not self._sqlite:
+        if copy and not self._sqlite:
             for row in rows:
                 row["copy_text"] = _copy_text(row)
         return rows

@@ -145,9 +145,9 @@ def comments(conn: Connection, dataset_id: str, uids: Sequence[str]) -> dict[str
     an ``IN`` list of pairs is a new text for every batch size.
     """
     m, a, e = t.messages, t.annotations, t.events
-    uid = m.c.source_id + sa.literal(".") + m.c.comment_id
-    annotated = sa.exists().where(a.c.dataset_id == dataset_id, a.c.uid == uid).label("annotated")
-    columns = (m.c.source_id, m.c.created_at, e.c.event_id, e.c.payload, annotated, uid.label("uid"))
+    row_uid = m.c.source_id + sa.literal(".") + m.c.comment_id
+    annotated = sa.exists().where(a.c.dataset_id == dataset_id, a.c.uid == row_uid).label("annotated")
+    columns = (m.c.source_id, m.c.created_at, e.c.event_id, e.c.payload, annotated, row_uid.label("uid"))
     pairs = [(source_id, comment_id) for source_id, _, comment_id in (uid.partition(".") for uid in uids)]
     found = []
     for start in range(0, len(pairs), CHUNK):

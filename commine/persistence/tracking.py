@@ -29,17 +29,16 @@ def lock_position(conn: Connection, name: str, table: sa.Table = tracking, *, wa
     with ``wait=False`` it returns None at once when another runner holds the lock.
     """
     query = sa.select(table.c.position).where(table.c.name == name)
-    locked = query
-    skipping = not wait and conn.dialect.name != "sqlite"
-    if conn.dialect.name != "sqlite":  # SQLite's BEGIN IMMEDIATE serialises writers already
-        locked = query.with_for_update(skip_locked=not wait)
+    # SQLite's BEGIN IMMEDIATE serialises writers already.
+    sqlite = conn.dialect.name == "sqlite"
+    locked = query if sqlite else query.with_for_update(skip_locked=not wait)
     position = conn.execute(locked).scalar()
     if position is None:
         # Missing, or (skipping locked rows) held by another runner: a plain read tells them
         # apart without waiting. The insert comes only for a missing row: on a row another
         # transaction is updating, INSERT ... ON CONFLICT waits for that transaction to end,
         # which made the "never waits" catch-up of every API read wait for a whole pass.
-        if skipping and conn.execute(query).scalar() is not None:
+        if not wait and not sqlite and conn.execute(query).scalar() is not None:
             return None
         conn.execute(insert(conn, table).values(name=name, position=0).on_conflict_do_nothing())
         position = conn.execute(locked).scalar()
