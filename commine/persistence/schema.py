@@ -292,7 +292,8 @@ stream_entries = sa.Table(
     sa.Column("qualifies", sa.Boolean, nullable=False),
     #: The labels a robot gets: those meeting their thresholds, with probabilities.
     sa.Column("labels", JsonType, nullable=False),
-    sa.UniqueConstraint("stream_id", "uid", name="uq_stream_entries_uid"),
+    #: One entry per message per stream; message first, so "which streams hold these messages" is a probe each.
+    sa.UniqueConstraint("uid", "stream_id", name="uq_stream_entries_uid"),
     #: The qualifying entries only: fetch finds the next ones, and the backlog counts them, by it.
     sa.Index(
         "ix_stream_entries_qualifying",

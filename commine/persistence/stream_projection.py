@@ -28,6 +28,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.engine import Connection
 
 from commine.domain.comment import parse_timestamp
@@ -242,8 +243,9 @@ def _predictions_recorded(conn: Target, stored: StoredEvent) -> set[str]:
     rules = [_rules(stream) for stream in streams]
     facts = _facts(conn.log, list(probabilities), stored.position, content=any(map(needs_content, rules)))
     items = [(facts[uid], probabilities[uid]) for uid in probabilities if uid in facts]
+    items.sort(key=lambda item: (item[0].first_position, item[0].uid))  # the order entries are appended in
     existing = _existing(conn, [stream.stream_id for stream in streams], [f.uid for f, _ in items])
-    rows: list[tuple[Any, ...]] = []
+    rows: list[Entry] = []
     for stream, verdicts in zip(streams, evaluate_window(rules, items), strict=True):
         rows += _merge(conn, stream, items, verdicts, existing.get(stream.stream_id, {}))
     _append_rows(conn, rows)
@@ -262,16 +264,31 @@ def _facts(log: Connection, uids: list[str], before: int, *, content: bool) -> d
 
 
 def _existing(conn: Target, stream_ids: list[str], uids: list[str]) -> dict[str, dict[str, int]]:
-    """Per stream, the sequence id of each of these messages it has an entry for: one query per
-    chunk of messages for all the streams, rather than one per stream."""
+    """Per stream, the sequence id of each of these messages it has an entry for: a probe of the
+    ``(uid, stream_id)`` index per message, for all the streams at once.
+
+    On PostgreSQL the uids go as an array joined as a relation, in one statement, and the streams
+    are picked here: the planner then probes per message whatever its statistics say. They lag
+    behind a growing table, and say nothing of a stream just created: an ``IN`` list of uids was
+    read as "most of the table" (a sequential scan), a condition on new streams as "one row"
+    (every entry of those streams read, hashed and probed: 190 ms at 300,000 entries).
+    """
     entries = t.stream_entries
+    columns = (entries.c.stream_id, entries.c.uid, entries.c.seq)
+    if conn.conn.dialect.name == "postgresql":
+        given = sa.select(sa.func.unnest(sa.bindparam("uids", uids, type_=ARRAY(sa.String))).label("uid")).subquery()
+        queries = [sa.select(*columns).select_from(given.join(entries, entries.c.uid == given.c.uid))]
+    else:
+        queries = [
+            sa.select(*columns).where(entries.c.uid.in_(chunk), entries.c.stream_id.in_(stream_ids))
+            for chunk in _chunks(uids)
+        ]
+    wanted = set(stream_ids)
     out: dict[str, dict[str, int]] = {}
-    for chunk in _chunks(uids):
-        query = sa.select(entries.c.stream_id, entries.c.uid, entries.c.seq).where(
-            entries.c.stream_id.in_(stream_ids), entries.c.uid.in_(chunk)
-        )
+    for query in queries:
         for stream_id, uid, seq in conn.execute(query):
-            out.setdefault(stream_id, {})[uid] = seq
+            if stream_id in wanted:
+                out.setdefault(stream_id, {})[uid] = seq
     return out
 
 
@@ -365,16 +382,16 @@ def _verdicts(
     hits = met.any(axis=1) if len(mine) else np.zeros(len(items), dtype=bool)
     if rules.comment_filter:
         passes = [passes_filter(f.comment, f.source_id, rules.comment_filter) for f, _ in items]
+        out = [Verdict(ok, ok and rules.deliver_all_filtered, NOTHING) for ok in passes]
     else:
+        # Most messages meet none of a stream's thresholds: they share one (immutable) verdict.
         passes = [True] * len(items)
-    out = []
-    for row, ok in enumerate(passes):
-        labels = NOTHING
-        if hits[row]:
-            chosen = mine[met[row]]
-            found = sorted(((float(matrix[row, c]), names[c]) for c in chosen), key=lambda x: (-x[0], x[1]))
-            labels = [{"name": parts[name], "probability": p} for p, name in found]
-        out.append(Verdict(ok, ok and (rules.deliver_all_filtered or bool(labels)), labels))
+        out = [Verdict(True, rules.deliver_all_filtered, NOTHING)] * len(items)
+    for row in np.flatnonzero(hits).tolist():
+        chosen = mine[met[row]]
+        found = sorted(((float(matrix[row, c]), names[c]) for c in chosen), key=lambda x: (-x[0], x[1]))
+        ok = passes[row]
+        out[row] = Verdict(ok, ok, [{"name": parts[name], "probability": p} for p, name in found])
     return out
 
 
@@ -384,9 +401,11 @@ def _merge(
     items: Sequence[tuple[MessageFacts, dict[str, float]]],
     verdicts: list[Verdict],
     existing: dict[str, int],
-) -> list[tuple[Any, ...]]:
+) -> list[Entry]:
     """Refresh the undelivered entries of these messages (``existing``: their sequence ids in this
     stream); return the rows of those the stream has not seen, for the caller to insert."""
+    if not existing and stream.reset_from is None:  # the usual case: messages predicted for the first time
+        return _rows(stream, zip((facts for facts, _ in items), verdicts, strict=True))
     fresh, refresh = [], []
     for (facts, _), verdict in zip(items, verdicts, strict=True):
         seq = existing.get(facts.uid)
@@ -420,27 +439,17 @@ def _update_entries(conn: Target, stream_id: str, changes: list[dict[str, Any]])
     conn.execute(statement, changes)
 
 
-def _rows(stream: Any, items: list[tuple[MessageFacts, Verdict]]) -> list[tuple[Any, ...]]:
-    """New entries at the end of the stream, in ingestion order: rows in ``ENTRY_COLUMNS`` order."""
-    items = sorted(items, key=lambda item: (item[0].first_position, item[0].uid))
-    return [
-        (
-            stream.stream_id,
-            seq,
-            facts.uid,
-            facts.source_id,
-            facts.first_position,
-            facts.created_at,
-            verdict.passes_filter,
-            None,
-            verdict.qualifies,
-            verdict.labels,
-        )
-        for seq, (facts, verdict) in enumerate(items, stream.last_seq + 1)
-    ]
+#: A new entry: stream id, sequence id, the message, and its verdict in that stream.
+Entry = tuple[str, int, MessageFacts, Verdict]
 
 
-def _append_rows(conn: Target, rows: list[tuple[Any, ...]]) -> None:
+def _rows(stream: Any, items: Iterable[tuple[MessageFacts, Verdict]]) -> list[Entry]:
+    """New entries at the end of the stream, in the order given (ingestion order, which the callers sort by)."""
+    stream_id = stream.stream_id
+    return [(stream_id, seq, facts, verdict) for seq, (facts, verdict) in enumerate(items, stream.last_seq + 1)]
+
+
+def _append_rows(conn: Target, rows: list[Entry]) -> None:
     """Insert new entries of one or more streams and move each stream's ``last_seq`` to its last."""
     if not rows:
         return
@@ -455,17 +464,33 @@ def _append_rows(conn: Target, rows: list[tuple[Any, ...]]) -> None:
 
 #: The columns of ``stream_entries`` in the order ``_insert_entries`` copies them.
 ENTRY_COLUMNS = [column.name for column in t.stream_entries.columns]
-JSON_COLUMNS = {"probabilities", "labels"}
 _EMPTY_JSON = json_dumps(NOTHING)
 
 
-def _insert_entries(conn: Connection, rows: list[tuple[Any, ...]]) -> None:
-    """Insert entries (tuples in ``ENTRY_COLUMNS`` order): with COPY on PostgreSQL (a stream of a
-    million messages gets a million entries, several times faster than a batched INSERT), the
-    labels encoded once here as JSON text; a batched INSERT on SQLite."""
+def entry_columns(entry: Entry) -> dict[str, Any]:
+    """An entry as the row of ``stream_entries`` it becomes."""
+    stream_id, seq, facts, verdict = entry
+    return {
+        "stream_id": stream_id,
+        "seq": seq,
+        "uid": facts.uid,
+        "source_id": facts.source_id,
+        "first_position": facts.first_position,
+        "created_at": facts.created_at,
+        "passes_filter": verdict.passes_filter,
+        "probabilities": None,
+        "qualifies": verdict.qualifies,
+        "labels": verdict.labels,
+    }
+
+
+def _insert_entries(conn: Connection, rows: list[Entry]) -> None:
+    """Insert entries: with COPY on PostgreSQL (a stream of a million messages gets a million
+    entries, several times faster than a batched INSERT), the labels encoded once here as JSON
+    text; a batched INSERT on SQLite."""
     if conn.dialect.name != "postgresql":
         for chunk in _chunks(rows):
-            conn.execute(t.stream_entries.insert(), [dict(zip(ENTRY_COLUMNS, row, strict=True)) for row in chunk])
+            conn.execute(t.stream_entries.insert(), [entry_columns(entry) for entry in chunk])
         return
     # A replay builds the read models in another schema through SQLAlchemy's schema translation,
     # which a hand-written COPY must follow too.
@@ -474,7 +499,7 @@ def _insert_entries(conn: Connection, rows: list[tuple[Any, ...]]) -> None:
     cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
     with cursor.copy(f"COPY {table} ({', '.join(ENTRY_COLUMNS)}) FROM STDIN") as copy:
         for start in range(0, len(rows), ADD_CHUNK):
-            copy.write("".join(map(_copy_line, rows[start : start + ADD_CHUNK])))
+            copy.write(_copy_lines(rows[start : start + ADD_CHUNK]))
 
 
 _BOOL = {True: "t", False: "f"}
@@ -486,15 +511,26 @@ def _copy_text(value: str) -> str:
     return value.replace("\\", "\\\\").replace("\t", "\\t").replace("\n", "\\n").replace("\r", "\\r")
 
 
-def _copy_line(row: tuple[Any, ...]) -> str:
-    """One entry as a line of COPY text (``ENTRY_COLUMNS`` order, probabilities NULL): building the
-    line here costs a fraction of psycopg's per-value adaptation, on the hottest write of routing."""
-    stream_id, seq, uid, source_id, first_position, created_at, passes, _, qualifies, labels = row
-    text = json_dumps(labels) if labels else _EMPTY_JSON
-    return (
-        f"{_copy_text(stream_id)}\t{seq}\t{_copy_text(uid)}\t{_copy_text(source_id)}\t{first_position}\t"
-        f"{created_at.isoformat()}\t{_BOOL[bool(passes)]}\t\\N\t{_BOOL[bool(qualifies)]}\t{_copy_text(text)}\n"
-    )
+def _copy_lines(rows: Sequence[Entry]) -> str:
+    """Entries as lines of COPY text (``ENTRY_COLUMNS`` order, probabilities NULL): building them
+    here costs a fraction of psycopg's per-value adaptation, on the hottest write of routing. A
+    message gets an entry in every stream: its part of the line is escaped and formatted once."""
+    messages: dict[str, str] = {}
+    streams: dict[str, str] = {}
+    lines = []
+    for stream_id, seq, facts, (passes, qualifies, labels) in rows:
+        message = messages.get(facts.uid)
+        if message is None:
+            message = messages[facts.uid] = (
+                f"{_copy_text(facts.uid)}\t{_copy_text(facts.source_id)}\t{facts.first_position}\t"
+                f"{facts.created_at.isoformat()}\t"
+            )
+        stream = streams.get(stream_id)
+        if stream is None:
+            stream = streams[stream_id] = _copy_text(stream_id)
+        text = _copy_text(json_dumps(labels)) if labels else _EMPTY_JSON
+        lines.append(f"{stream}\t{seq}\t{message}{_BOOL[bool(passes)]}\t\\N\t{_BOOL[bool(qualifies)]}\t{text}\n")
+    return "".join(lines)
 
 
 def _add_predicted(conn: Target, stream: Any, position: int) -> None:
@@ -536,7 +572,7 @@ def _add_predicted(conn: Target, stream: Any, position: int) -> None:
         items = [(facts[u], predicted[u]) for u in chunk if u in facts and u in predicted]
         verdicts = evaluate_window([rules], items)[0]
         current = _stream(conn, stream.stream_id)
-        _append_rows(conn, _rows(current, [(f, v) for (f, _), v in zip(items, verdicts, strict=True)]))
+        _append_rows(conn, _rows(current, zip((f for f, _ in items), verdicts, strict=True)))
 
 
 def _probabilities(conn: Target, stream: Any, uids: list[str]) -> dict[str, dict[str, float]]:
