@@ -274,8 +274,14 @@ class StreamPublisher:
 
     def publish(self, queue: str, stream_id: str, results: Sequence[dict[str, Any]]) -> None:
         """Publish each result, persistent and mandatory, in order; returns once the broker confirmed all."""
+        self.publish_many([(queue, stream_id, results)])
+
+    def publish_many(self, batches: Sequence[tuple[str, str, Sequence[dict[str, Any]]]]) -> None:
+        """``publish`` for several (queue, stream id, results) at once: every message goes out
+        before one wait for the confirms of them all."""
         try:
-            self.declare(queue)
+            for queue, _, _ in batches:
+                self.declare(queue)
             messages = [
                 (
                     queue,
@@ -287,8 +293,11 @@ class StreamPublisher:
                         headers={STREAM_HEADER: stream_id, SEQUENCE_HEADER: result["sequence_id"]},
                     ),
                 )
+                for queue, stream_id, results in batches
                 for result in results
             ]
+            if not messages:
+                return
             assert self._confirmed is not None  # declare() opened it
             self._confirmed.publish_all(messages)
         except pika.exceptions.AMQPError:

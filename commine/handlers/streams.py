@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -304,9 +305,13 @@ def _scan(conn: Connection, stream: Any, size: int, max_filtered: int | None) ->
     return chosen, streamdata.count_filtered(conn, stream_id, after, stop), stop
 
 
-def _results(conn: Connection, stream: Any, entries: Sequence[Any]) -> list[dict[str, Any]]:
-    """Stream results in the reference's shape: the comment, the labels meeting their thresholds, the sequence id."""
-    found = streamdata.comments(conn, stream.dataset_id, [entry.uid for entry in entries])
+def _results(
+    conn: Connection, stream: Any, entries: Sequence[Any], found: Mapping[str, dict[str, Any]] | None = None
+) -> list[dict[str, Any]]:
+    """Stream results in the reference's shape: the comment, the labels meeting their thresholds, the
+    sequence id. ``found``: the comments, when the caller read them already (for several streams)."""
+    if found is None:
+        found = streamdata.comments(conn, stream.dataset_id, [entry.uid for entry in entries])
     # A purged message the read models have not dropped yet opens as a placeholder: never deliver it.
     return [
         {"comment": found[entry.uid], "labels": entry.labels, "entities": [], "sequence_id": str(entry.seq)}
@@ -388,53 +393,97 @@ def suggested_thresholds(store: EventStore, dataset: str, name: str) -> dict[str
 
 
 def route_streams(store: EventStore, publisher: StreamPublisher, *, batch_size: int = ROUTE_BATCH) -> int:
-    """Push every queue-delivered stream's new qualifying messages onto its queue; how many were pushed."""
+    """Push every queue-delivered stream's new qualifying messages onto its queue; how many were pushed.
+
+    Rounds of ``route_round`` until no stream is left with a full batch behind it.
+    """
     with store.engine.connect() as conn:
-        streams = [row.stream_id for row in streamdata.stream_rows(conn, delivery="queue")]
+        waiting = sorted(row.stream_id for row in streamdata.stream_rows(conn, delivery="queue"))
     pushed = moved = 0
-    for stream_id in streams:
-        while True:
-            scanned, published = route_stream(store, publisher, stream_id, batch_size=batch_size)
-            pushed += published
-            moved += scanned
-            if scanned == 0:
-                break
+    while waiting:
+        scanned, published, waiting = route_round(store, publisher, waiting, batch_size=batch_size)
+        pushed += published
+        moved += scanned
     if moved:  # the router's advances belong in the read models (cursor, backlog)
         projections.catch_up(store, wait=False)
     return pushed
 
 
-def route_stream(
-    store: EventStore, publisher: StreamPublisher, stream_id: str, *, batch_size: int = ROUTE_BATCH
-) -> tuple[int, int]:
-    """One batch of one stream: publish (confirmed), then record ``StreamAdvanced`` and the routing
-    position in one transaction. Returns how many sequence ids were passed and how many messages
-    published (those that qualify); (0, 0) when nothing lies past the position or another router
-    has the stream.
+@dataclass(frozen=True)
+class _Batch:
+    """What one round routes of one stream: its qualifying entries in ``(start, last]``."""
+
+    stream: Any
+    start: int
+    last: int
+    chosen: list[Any]
+
+
+def route_round(
+    store: EventStore, publisher: StreamPublisher, stream_ids: Sequence[str], *, batch_size: int = ROUTE_BATCH
+) -> tuple[int, int, list[str]]:
+    """The next batch of each of these streams in one transaction: publish them all (confirmed),
+    then record every ``StreamAdvanced`` and routing position. Returns how many sequence ids were
+    passed, how many messages published (those that qualify) and the streams whose batch was full
+    (more may lie behind it). A stream another router holds, or with nothing past its position, is
+    left out.
 
     Only qualifying entries are read (the partial index): a batch is the next ``batch_size`` of
     them, and the position moves past every entry before the next one, up to the stream's last
-    sequence id (the projection writes it with the entries, in one transaction).
+    sequence id (the projection writes it with the entries, in one transaction). All the streams'
+    messages go out before one wait for the broker's confirms, and their advances in one append:
+    a round trip to a quorum queue's confirm per stream was most of what routing a window cost.
 
-    A crash between the confirm and the commit publishes the batch again: delivery is at least
+    A crash between the confirm and the commit publishes the round again: delivery is at least
     once, robots deduplicate by ``message_id`` (``<stream id>:<sequence id>``).
     """
     with store.transaction() as conn:
-        stream = conn.execute(sa.select(t.streams).where(t.streams.c.stream_id == stream_id)).first()
-        pushed_seq = _lock_routing(conn, stream_id)
-        if stream is None or pushed_seq is None:
-            return 0, 0
-        start = max(pushed_seq, stream.cursor)
-        if stream.last_seq <= start:
-            return 0, 0
-        chosen = streamdata.qualifying_after(conn, stream_id, start, batch_size)
-        last = chosen[-1].seq if len(chosen) >= batch_size else stream.last_seq
-        if chosen:
-            queue = stream_queue(publisher.prefix, stream.dataset_id, stream.name)
-            publisher.publish(queue, stream_id, _results(conn, stream, chosen))
-        _record_advance(store, conn, stream, last)
-        conn.execute(t.stream_routing.update().where(t.stream_routing.c.stream_id == stream_id).values(pushed_seq=last))
-    return last - start, len(chosen)
+        batches = []
+        for stream_id in sorted(stream_ids):  # one order for every router: their inserts never wait in a cycle
+            batch = _next_batch(conn, stream_id, batch_size)
+            if batch is not None:
+                batches.append(batch)
+        if not batches:
+            return 0, 0, []
+        found = _comments_of(conn, batches)
+        publisher.publish_many(
+            [
+                (stream_queue(publisher.prefix, b.stream.dataset_id, b.stream.name), b.stream.stream_id, results)
+                for b in batches
+                if (results := _results(conn, b.stream, b.chosen, found[b.stream.dataset_id]))
+            ]
+        )
+        _record_advances(store, conn, [(b.stream, b.last) for b in batches])
+        r = t.stream_routing
+        conn.execute(
+            r.update().where(r.c.stream_id == sa.bindparam("k_id")).values(pushed_seq=sa.bindparam("k_seq")),
+            [{"k_id": b.stream.stream_id, "k_seq": b.last} for b in batches],
+        )
+    full = [b.stream.stream_id for b in batches if len(b.chosen) >= batch_size]
+    return sum(b.last - b.start for b in batches), sum(len(b.chosen) for b in batches), full
+
+
+def _next_batch(conn: Connection, stream_id: str, batch_size: int) -> _Batch | None:
+    """The stream's next batch, its routing position row-locked; None when there is nothing past
+    the position or another router holds the stream."""
+    stream = conn.execute(sa.select(t.streams).where(t.streams.c.stream_id == stream_id)).first()
+    pushed_seq = _lock_routing(conn, stream_id)
+    if stream is None or pushed_seq is None:
+        return None
+    start = max(pushed_seq, stream.cursor)
+    if stream.last_seq <= start:
+        return None
+    chosen = streamdata.qualifying_after(conn, stream_id, start, batch_size)
+    last = chosen[-1].seq if len(chosen) >= batch_size else stream.last_seq
+    return _Batch(stream, start, last, chosen)
+
+
+def _comments_of(conn: Connection, batches: Sequence[_Batch]) -> dict[str, dict[str, dict[str, Any]]]:
+    """Per dataset, the comments of every entry of these batches: one read for all their streams."""
+    uids: dict[str, set[str]] = {}
+    for b in batches:
+        uids.setdefault(b.stream.dataset_id, set()).update(entry.uid for entry in b.chosen)
+    return {dataset_id: streamdata.comments(conn, dataset_id, sorted(wanted)) for dataset_id, wanted in uids.items()}
 
 
 def _lock_routing(conn: Connection, stream_id: str) -> int | None:
@@ -448,21 +497,24 @@ def _lock_routing(conn: Connection, stream_id: str) -> int | None:
     return None if value is None else int(value)
 
 
-def _record_advance(store: EventStore, conn: Connection, stream: Any, seq: int) -> None:
-    """``StreamAdvanced`` by the router, in the routing transaction; retried if a command raced it."""
-    aggregate_id = stream_aggregate_id(stream.dataset_id, stream.name)
+def _record_advances(store: EventStore, conn: Connection, moves: Sequence[tuple[Any, int]]) -> None:
+    """``StreamAdvanced`` by the router for each (stream, sequence id), in one append in the
+    routing transaction; all retried if a command raced one of them."""
     for _ in range(5):
-        aggregate = load(store, Stream, aggregate_id, conn)
-        loaded_at = aggregate.version
-        if not aggregate.live or not aggregate.advance(str(seq), actor=ROUTER_ACTOR):
-            return
+        advanced = []
+        for stream, seq in moves:
+            aggregate = load(store, Stream, stream_aggregate_id(stream.dataset_id, stream.name), conn)
+            loaded_at = aggregate.version
+            if aggregate.live and aggregate.advance(str(seq), actor=ROUTER_ACTOR):
+                advanced.append((aggregate, loaded_at))
         try:
-            store.append(aggregate.collect(), conn=conn)
-            keep_snapshot(store, aggregate, loaded_at, conn)
-            return
+            store.append([event for aggregate, _ in advanced for event in aggregate.collect()], conn=conn)
         except ConcurrencyError:
             continue
-    raise ConcurrencyError(f"could not record the router's advance of {aggregate_id}")
+        for aggregate, loaded_at in advanced:
+            keep_snapshot(store, aggregate, loaded_at, conn)
+        return
+    raise ConcurrencyError(f"could not record the router's advances of {len(moves)} stream(s)")
 
 
 def record_exceptions(store: EventStore, amqp_url: str, prefix: str, *, limit: int = 1000) -> int:
