@@ -13,6 +13,7 @@ from commine.api.deps import Services
 from commine.api.nul import RefuseNul
 from commine.api.routes import audit, auth, comments, datasets, labellings, models, sources, streams
 from commine.persistence.store import EventStore
+from commine.workers.actors import FOLLOW_UP_DELAY, Nudger
 
 ROUTERS = [
     auth.router,
@@ -52,11 +53,17 @@ def create_app(
 
 
 def _nudger(app: Any) -> Callable[[], None]:
-    """After a write, the project actor predicts new messages and asks for retraining; the relay publishes."""
+    """After a write, the project actor predicts new messages and asks for retraining; the relay publishes.
+
+    As the workers nudge them after an ingestion: delayed, at most one pending per process, so one
+    run serves every write of the moment. Eight robots advancing made sixteen publishes to the
+    broker a round, one wait for the broker each, and as many runs of the relay.
+    """
+    delay = 0 if app.settings.embedded else FOLLOW_UP_DELAY
+    nudgers = [Nudger(actor, delay) for actor in (app.actors.project, app.actors.relay) if actor is not None]
 
     def nudge() -> None:
-        app.actors.project.send()
-        if app.actors.relay is not None:
-            app.actors.relay.send()
+        for nudger in nudgers:
+            nudger.nudge()
 
     return nudge

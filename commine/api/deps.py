@@ -16,6 +16,7 @@ from commine.domain.access import Principal, allowed
 from commine.handlers.access import authenticate
 from commine.persistence import projections
 from commine.persistence import schema as t
+from commine.persistence.engine import autocommit
 from commine.persistence.store import EventStore
 
 
@@ -46,7 +47,7 @@ class Services:
         last = sa.select(sa.func.max(t.events.c.position)).scalar_subquery()
         # One round trip, on every request: both ends are index lookups.
         query = sa.select(sa.func.coalesce(checkpoint, 0) < sa.func.coalesce(last, 0))
-        with self.store.engine.connect() as conn:
+        with autocommit(self.store.engine) as conn:
             behind = bool(conn.execute(query).scalar())
         if behind:
             projections.catch_up(self.store, wait=False)

@@ -20,6 +20,7 @@ from commine.domain.errors import NotFound
 from commine.handlers.commands import new_id, run
 from commine.persistence import projections
 from commine.persistence import schema as t
+from commine.persistence.engine import autocommit
 from commine.persistence.store import EventStore
 
 #: Bytes of randomness in a token: 256 bits, so a plain SHA-256 of it is a safe thing to store.
@@ -122,7 +123,7 @@ def authenticate(engine: Engine, token: str) -> Principal | None:
         .outerjoin(p, p.c.username == u.c.username)
         .where(k.c.token_hash == hash_token(token), k.c.revoked.is_(False))
     )
-    with engine.connect() as conn:
+    with autocommit(engine) as conn:
         rows = conn.execute(query).all()
     if not rows:
         return None

@@ -23,6 +23,7 @@ from commine.domain.names import check_project_name, split_full_name
 from commine.domain.project import Project, project_aggregate_id
 from commine.domain.source import Source, source_aggregate_id
 from commine.persistence import mldata
+from commine.persistence.engine import autocommit
 from commine.persistence.store import ConcurrencyError, EventStore
 
 A = TypeVar("A", bound=Aggregate)
@@ -35,7 +36,7 @@ ATTEMPTS = 20
 def load(store: EventStore, cls: type[A], aggregate_id: str, conn: Connection | None = None) -> A:
     """The aggregate from its events; from its snapshot and the events after it, for a kind that keeps one."""
     if conn is None:
-        with store.engine.connect() as own:
+        with autocommit(store.engine) as own:
             return load(store, cls, aggregate_id, own)
     found = store.snapshot(aggregate_id, conn) if cls.snapshot_every else None
     if found is None or found[1].get("schema") != cls.snapshot_schema:

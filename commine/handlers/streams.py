@@ -47,7 +47,7 @@ from commine.handlers.commands import get_dataset, keep_snapshot, load, new_id, 
 from commine.persistence import projections, streamdata
 from commine.persistence import schema as t
 from commine.persistence.encryption import is_purged
-from commine.persistence.engine import insert
+from commine.persistence.engine import autocommit, insert
 from commine.persistence.store import ConcurrencyError, EventStore, as_utc
 
 log = logging.getLogger(__name__)
@@ -136,7 +136,7 @@ def advance(store: EventStore, dataset: str, name: str, sequence_id: str, *, act
     behind the read model's), and the aggregate refuses a deleted stream itself.
     """
     number = parse_sequence_id(sequence_id)
-    with store.engine.connect() as conn:
+    with autocommit(store.engine) as conn:
         row = _row(conn, store, dataset, name)
     if number > row.last_seq:
         raise DomainError(f"sequence_id {sequence_id} was never handed out by this stream")
@@ -265,7 +265,7 @@ def fetch(
     _check_bound("size", size)
     if max_filtered is not None:
         _check_bound("max_filtered", max_filtered)
-    with store.engine.connect() as conn:
+    with autocommit(store.engine) as conn:
         stream = _row(conn, store, dataset, name)
         chosen, filtered, last = _scan(conn, stream, size, max_filtered)
         results = _results(conn, stream, chosen)

@@ -10,6 +10,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
 from commine.persistence import schema as t
+from commine.persistence.engine import autocommit
 
 #: Longest action kept: a path with a long query string is cut, never refused.
 MAX_ACTION = 2048
@@ -29,8 +30,8 @@ class Access:
 
 
 def record(engine: Engine, access: Access, at: datetime | None = None) -> None:
-    """Append one access in its own transaction: it stands whatever the request does next."""
-    with engine.begin() as conn:
+    """Append one access on its own (one INSERT, committed by itself): it stands whatever the request does next."""
+    with autocommit(engine) as conn:
         append(conn, access, at)
 
 
