@@ -398,7 +398,7 @@ def route_streams(store: EventStore, publisher: StreamPublisher, *, batch_size: 
     Rounds of ``route_round`` until no stream is left with a full batch behind it.
     """
     with store.engine.connect() as conn:
-        waiting = sorted(row.stream_id for row in streamdata.stream_rows(conn, delivery="queue"))
+        waiting = [row.stream_id for row in streamdata.stream_rows(conn, delivery="queue")]
     pushed = moved = 0
     while waiting:
         scanned, published, waiting = route_round(store, publisher, waiting, batch_size=batch_size)
