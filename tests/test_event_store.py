@@ -838,9 +838,19 @@ def test_two_catch_ups_at_once_apply_each_event_exactly_once(
 
         return count
 
-    # Catch-up folds MessageIngested through the messages projection directly, the rest through apply.
+    original_in_sql = projections._messages_in_sql
+
+    def counting_in_sql(conn: sa.Connection, start: int, end: int) -> None:
+        original_in_sql(conn, start, end)
+        window = (t.events.c.position > start) & (t.events.c.position <= end) & (t.events.c.type == "MessageIngested")
+        with guard:
+            applied_positions.extend(conn.execute(sa.select(t.events.c.position).where(window)).scalars())
+
+    # Catch-up folds MessageIngested through the messages projection directly (on PostgreSQL in one
+    # statement), the rest through apply.
     monkeypatch.setattr(projections, "apply", counting(original_apply))
     monkeypatch.setattr(projections, "_messages", counting(original_messages))
+    monkeypatch.setattr(projections, "_messages_in_sql", counting_in_sql)
     start = threading.Barrier(2)
     # Two store objects, as two processes would have: threads of one share passes
     # (``SharedPasses``), and the checkpoint row's lock is what this test is about.

@@ -16,6 +16,7 @@ from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.engine import Connection, Engine
 
 from commine.domain.annotation import follow_change
@@ -475,7 +476,10 @@ def catch_up(store: EventStore, *, batch_size: int = 2000, wait: bool = True) ->
         # Positions have no gaps, so a window whose other events fill it holds no ingestion:
         # the look-up is skipped then (a robot's advance is a window of one ``StreamAdvanced``).
         if len(events) < end - start:
-            _messages(conn, _ingested(store, conn, start, end))
+            if conn.dialect.name == "postgresql" and not _older_ingestions(conn, start, end):
+                _messages_in_sql(conn, start, end)
+            else:
+                _messages(conn, _ingested(store, conn, start, end))
         apply(conn, events)
 
     skip = [MessageIngested.type_name()]
@@ -589,6 +593,64 @@ def _ingested(store: EventStore, conn: Connection, start: int, end: int) -> list
         lean = _Ingested(source_id, comment_id, comment, digest, row.aggregate_version, as_utc(row.occurred_at))
         out.append(StoredEvent(row.position, as_utc(row.recorded_at), lean))  # type: ignore[arg-type]
     return out
+
+
+def _window(start: int, end: int, *, current: bool) -> sa.ColumnElement[bool]:
+    """The window's ``MessageIngested`` events of the current schema version, or of older ones."""
+    e = t.events
+    version = e.c.schema_version == MessageIngested.schema_version
+    kind = e.c.type == MessageIngested.type_name()
+    return sa.and_(e.c.position > start, e.c.position <= end, kind, version if current else ~version)
+
+
+def _older_ingestions(conn: Connection, start: int, end: int) -> bool:
+    """Whether the window holds an ingestion of an older shape, which only upcasting can read."""
+    return conn.execute(sa.select(sa.literal(1)).where(_window(start, end, current=False)).limit(1)).first() is not None
+
+
+def _messages_in_sql(conn: Connection, start: int, end: int) -> None:
+    """What ``_messages(conn, _ingested(...))`` does, as one ``INSERT ... SELECT`` on PostgreSQL.
+
+    The rows go from the log to the read model without a trip through Python: reading 2,000
+    payload fields into Python and writing them back as as many pipelined upserts was a fifth of
+    an ingest worker's time. The same rules: the last ingestion of a comment in the window wins,
+    ``created_at`` is its first one's time, and a row holding a later position is left alone.
+    Replay folds decoded events through ``_messages`` instead, so ``commine replay`` checks that
+    both agree.
+    """
+    e, payload = t.events, t.events.c.payload
+    source_id = payload["source_id"].as_string()
+    comment_id = payload["comment_id"].as_string()
+    each = {"partition_by": (source_id, comment_id)}
+    ingestions = (
+        sa.select(
+            source_id.label("source_id"),
+            comment_id.label("comment_id"),
+            sa.cast(payload[("comment", "timestamp")].as_string(), t.Timestamp).label("timestamp"),
+            payload[("comment", "thread_id")].as_string().label("thread_id"),
+            payload["content_hash"].as_string().label("content_hash"),
+            e.c.aggregate_version.label("version"),
+            e.c.position,
+            sa.false().label("deleted"),
+            sa.func.first_value(e.c.occurred_at).over(**each, order_by=e.c.position).label("created_at"),
+            e.c.occurred_at.label("updated_at"),
+            sa.func.row_number().over(**each, order_by=e.c.position.desc()).label("newest"),
+        )
+        .where(_window(start, end, current=True))
+        .subquery()
+    )
+    columns = [c.name for c in t.messages.columns]
+    rows = sa.select(*(ingestions.c[name] for name in columns)).where(ingestions.c.newest == 1)
+    statement = postgresql.insert(t.messages).from_select(columns, rows)
+    excluded = statement.excluded
+    updates = {c: excluded[c] for c in columns if c not in ("source_id", "comment_id", "created_at")}
+    conn.execute(
+        statement.on_conflict_do_update(
+            index_elements=["source_id", "comment_id"],
+            set_=updates,
+            where=t.messages.c.position < excluded.position,
+        )
+    )
 
 
 def rebuild(
