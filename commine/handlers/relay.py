@@ -11,9 +11,9 @@ much as storing the event did in the first place.
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
+import orjson
 from sqlalchemy.engine import Connection
 
 from commine.broker.publisher import EventPublisher
@@ -26,7 +26,7 @@ NAME = "relay"
 EVENTS_PER_MESSAGE = 250
 
 
-def wire_event(row: Any) -> str:
+def wire_event(row: Any) -> bytes:
     """The wire form of one event (see ``events.codec.record_to_dict``), payload spliced in as stored."""
     envelope = {
         "event_id": str(row.event_id),
@@ -38,24 +38,24 @@ def wire_event(row: Any) -> str:
         "actor": row.actor,
         "position": row.position,
     }
-    head = json.dumps(envelope, separators=(",", ":"))
-    return f'{head[:-1]},"payload":{row.payload_json}}}'
+    # orjson: the stdlib encoder was a tenth of an ingest worker's time, relaying every event.
+    return orjson.dumps(envelope)[:-1] + b',"payload":' + row.payload_json.encode() + b"}"
 
 
 def messages_for(rows: list[Any]) -> list[tuple[str, bytes]]:
     """(routing key, JSON array body) per run of consecutive events with the same routing key."""
     messages: list[tuple[str, bytes]] = []
-    run: list[str] = []
+    run: list[bytes] = []
     key = ""
     for row in rows:
         row_key = routing_key(row.aggregate_id, row.type)
         if run and (row_key != key or len(run) >= EVENTS_PER_MESSAGE):
-            messages.append((key, f"[{','.join(run)}]".encode()))
+            messages.append((key, b"[" + b",".join(run) + b"]"))
             run = []
         key = row_key
         run.append(wire_event(row))
     if run:
-        messages.append((key, f"[{','.join(run)}]".encode()))
+        messages.append((key, b"[" + b",".join(run) + b"]"))
     return messages
 
 

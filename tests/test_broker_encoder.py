@@ -1,0 +1,41 @@
+"""dramatiq's message encoding: orjson, and a screened body decoded once."""
+
+from __future__ import annotations
+
+import dramatiq
+import pytest
+from dramatiq.errors import DecodeError
+from dramatiq.message import Message
+
+from commine.broker.dramatiq_broker import FastJSONEncoder
+
+
+def test_the_same_body_decoded_twice_in_a_row_is_parsed_once() -> None:
+    encoder = FastJSONEncoder()
+    body = encoder.encode({"args": [{"comments": [{"id": "1"}] * 3}], "kwargs": {}})
+    first = encoder.decode(body)
+    # The consumer decodes what the screen decoded: the very same result, not a second parse...
+    assert encoder.decode(body) is first
+    # ...once only: a third decode, or an equal body in another object, is parsed afresh.
+    third = encoder.decode(body)
+    assert third == first and third is not first
+    assert encoder.decode(bytes(bytearray(body))) is not third
+
+
+def test_a_message_decoded_for_the_screen_and_again_for_the_worker_is_whole_both_times() -> None:
+    previous = dramatiq.get_encoder()
+    dramatiq.set_encoder(FastJSONEncoder())
+    try:
+        body = Message("q", "ingest", ({"batch_id": "b"},), {}, {"retries": 0}).encode()
+        screened, consumed = Message.decode(body), Message.decode(body)
+        assert screened.args == consumed.args == ({"batch_id": "b"},)
+        assert consumed.options == {"retries": 0} and consumed.actor_name == "ingest"
+    finally:
+        dramatiq.set_encoder(previous)
+
+
+def test_a_body_that_is_not_json_raises_a_decode_error_every_time() -> None:
+    encoder = FastJSONEncoder()
+    for _ in range(2):
+        with pytest.raises(DecodeError):
+            encoder.decode(b"{not json")
