@@ -154,11 +154,14 @@ def served(app: Any) -> Any:
     from commine.api.app import create_app
     from commine.api.ui import offload
     from commine.api.ui.data import warm
+    from commine.bootstrap import tune_gc
 
     offload.use_processes(app.settings)  # the web UI's long reads keep off the server's GIL
     if app.settings.ui_warm:
         warm(app.store)  # the web UI's dataset views, ready before their first visit
-    return create_app(app)
+    api = create_app(app)
+    tune_gc()
+    return api
 
 
 def _stop_serving() -> None:

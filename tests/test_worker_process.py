@@ -1,6 +1,9 @@
-"""dramatiq's message encoding: orjson, and a screened body decoded once."""
+"""dramatiq's message encoding (orjson, a screened body decoded once) and the garbage collector of worker processes."""
 
 from __future__ import annotations
+
+import subprocess
+import sys
 
 import dramatiq
 import pytest
@@ -39,3 +42,13 @@ def test_a_body_that_is_not_json_raises_a_decode_error_every_time() -> None:
     for _ in range(2):
         with pytest.raises(DecodeError):
             encoder.decode(b"{not json")
+
+
+def test_a_long_running_process_collects_garbage_less_often_and_never_scans_what_start_up_left() -> None:
+    script = (
+        "import gc; from commine.bootstrap import GC_THRESHOLD, tune_gc; "
+        "before = gc.get_threshold()[0]; tune_gc(); "
+        "print(before, gc.get_threshold()[0] == GC_THRESHOLD, gc.get_freeze_count() > 1000)"
+    )
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True).stdout
+    assert out.split() == ["700", "True", "True"]
