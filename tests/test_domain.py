@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import json
 import math
 from datetime import datetime
 from typing import Any
@@ -12,7 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from commine.domain.annotation import QUEUES, Annotation, annotation_aggregate_id
-from commine.domain.comment import content_hash, normalise_comment
+from commine.domain.comment import canonical, content_hash, normalise_comment
 from commine.domain.dataset import MAX_LABELS, MAX_SOURCES, Dataset, dataset_aggregate_id
 from commine.domain.errors import AlreadyExists, CommentError, DomainError, NotFound
 from commine.domain.message import NEW, UNCHANGED, UPDATED, Message, message_aggregate_id
@@ -384,6 +385,22 @@ def test_normalising_is_idempotent_and_keeps_the_hash(raw: dict[str, Any]) -> No
     assert content_hash(twice) == content_hash(once)
     assert once["timestamp"].endswith("Z")
     assert all(isinstance(v, str) and v.strip() for k, v in once.get("user_properties", {}).items() if k[0] == "s")
+
+
+@settings(max_examples=500)
+@given(_comments)
+def test_the_canonical_bytes_are_the_stdlib_json_ones_every_stored_hash_was_made_from(raw: dict[str, Any]) -> None:
+    comment = normalise_comment(raw)
+    stdlib = json.dumps(comment, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+    assert canonical(comment) == stdlib
+
+
+def test_floats_written_in_exponent_form_keep_the_stdlib_form() -> None:
+    comment = normalise_comment(minimal(user_properties={"number:Big": 1e16, "number:Small": 1e-7}))
+    assert b'"number:Big":1e+16' in canonical(comment)
+    assert b'"number:Small":1e-07' in canonical(comment)
+    huge = normalise_comment(minimal(attachments=[{"name": "a", "content_type": "b", "size": 2**70}]))
+    assert str(2**70).encode() in canonical(huge)
 
 
 # --- aggregates ------------------------------------------------------------------------------
