@@ -95,6 +95,30 @@ def test_appends_get_gapless_positions_in_append_order(store: EventStore) -> Non
     assert store.last_position() == 7
 
 
+@pytest.mark.parametrize("count", [1, 100])  # a small batch is inserted in a pipeline, a large one by COPY
+def test_tabs_newlines_and_backslashes_in_ids_actors_and_text_read_back_as_written(
+    store: EventStore, count: int
+) -> None:
+    awkward = "a\tb\nc\rd\\e \\t é"
+    events: list[Any] = [
+        LabelDefined(
+            aggregate_id=f"dataset:acme/{awkward}{i}",
+            aggregate_version=1,
+            actor=f"csv:{awkward}",
+            dataset_id=DATASET,
+            name=f"L {awkward}",
+        )
+        for i in range(count)
+    ]
+    message = Message(message_aggregate_id(INBOX, "c1"))
+    message.ingest(comment("c1", f"line one\nline\ttwo \\ {awkward}"), actor=awkward)
+    events += message.collect()
+
+    store.append(events)
+
+    assert [s.event for s in store.read_all()] == events
+
+
 def test_an_empty_store_reads_empty_and_an_empty_append_writes_nothing(store: EventStore) -> None:
     assert store.append([]) == []
     assert store.last_position() == 0

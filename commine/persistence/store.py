@@ -51,6 +51,14 @@ COPY_COLUMNS = [
 _COPY_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
 
 
+def _escaped(text: str) -> str:
+    """``text`` for a COPY text field; looking first is ten times quicker than translate() when,
+    as nearly always, there is nothing to escape."""
+    if "\\" in text or "\t" in text or "\n" in text or "\r" in text:
+        return text.translate(_COPY_ESCAPES)
+    return text
+
+
 def _copy_text(row: dict[str, Any]) -> str:
     """A row's COPY text format fields after position and recorded_at, escaped."""
     # Ids, numbers, type names and ISO times never hold a tab, newline or backslash; only the
@@ -58,12 +66,12 @@ def _copy_text(row: dict[str, Any]) -> str:
     return "\t".join(
         (
             str(row["event_id"]),
-            row["aggregate_id"].translate(_COPY_ESCAPES),
+            _escaped(row["aggregate_id"]),
             str(row["aggregate_version"]),
             row["type"],
             str(row["schema_version"]),
             row["occurred_at"].isoformat(),
-            row["actor"].translate(_COPY_ESCAPES),
+            _escaped(row["actor"]),
             # JSON escapes every control character inside its strings, so a backslash is all that
             # is left to double, and replace() is ten times quicker than translate() on 1 KB.
             orjson.dumps(row["payload"]).decode().replace("\\", "\\\\"),
