@@ -24,7 +24,6 @@ from typing import Any
 import orjson
 import psycopg
 import sqlalchemy as sa
-from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.engine import Connection, Engine
 
 from commine.events import DomainEvent, EventRegistry, from_record, to_record
@@ -392,22 +391,12 @@ class EventStore:
         for chunk in _chunks(list(aggregate_ids)):
             query = (
                 sa.select(events_table)
-                .where(self._one_of(chunk), events_table.c.aggregate_version > after_version)
+                .where(events_table.c.aggregate_id.in_(chunk), events_table.c.aggregate_version > after_version)
                 .order_by(events_table.c.aggregate_id, events_table.c.aggregate_version)
             )
             for stored in self._decode_rows(conn, conn.execute(query).all()):
                 found[stored.event.aggregate_id].append(stored.event)
         return {aggregate_id: found.get(aggregate_id, []) for aggregate_id in aggregate_ids}
-
-    def _one_of(self, aggregate_ids: Sequence[str]) -> sa.ColumnElement[bool]:
-        """``aggregate_id IN (...)``; on PostgreSQL ``= ANY(array)``, one statement text whatever the count.
-
-        An IN list is a new statement for every length: SQLAlchemy renders and psycopg converts
-        500 placeholders each time an ingest batch loads its messages, and never prepares it.
-        """
-        if self._sqlite:
-            return events_table.c.aggregate_id.in_(aggregate_ids)
-        return events_table.c.aggregate_id == sa.any_(sa.bindparam("ids", list(aggregate_ids), type_=ARRAY(sa.String)))
 
     def read_all(
         self,
