@@ -866,9 +866,9 @@ def test_two_catch_ups_at_once_apply_each_event_exactly_once(
 
     def counting_in_sql(conn: sa.Connection, start: int, end: int) -> None:
         original_in_sql(conn, start, end)
-        window = (t.events.c.position > start) & (t.events.c.position <= end) & (t.events.c.type == "MessageIngested")
+        window = sa.select(t.events.c.position).where(projections.ingestions_in(start, end))
         with guard:
-            applied_positions.extend(conn.execute(sa.select(t.events.c.position).where(window)).scalars())
+            applied_positions.extend(conn.execute(window).scalars())
 
     # Catch-up folds MessageIngested through the messages projection directly (on PostgreSQL in one
     # statement), the rest through apply.

@@ -579,7 +579,7 @@ def _ingested(store: EventStore, conn: Connection, start: int, end: int) -> list
             payload[("comment", "timestamp")].as_string(),
             payload[("comment", "thread_id")].as_string(),
         )
-        .where(e.c.position > start, e.c.position <= end, e.c.type == MessageIngested.type_name())
+        .where(ingestions_in(start, end))
         .order_by(e.c.position)
     )
     out: list[StoredEvent] = []
@@ -595,17 +595,20 @@ def _ingested(store: EventStore, conn: Connection, start: int, end: int) -> list
     return out
 
 
-def _window(start: int, end: int, *, current: bool) -> sa.ColumnElement[bool]:
-    """The window's ``MessageIngested`` events of the current schema version, or of older ones."""
+def ingestions_in(start: int, end: int) -> sa.ColumnElement[bool]:
+    """The ``MessageIngested`` events of the window (``start``, ``end``] of the log."""
     e = t.events
-    version = e.c.schema_version == MessageIngested.schema_version
-    kind = e.c.type == MessageIngested.type_name()
-    return sa.and_(e.c.position > start, e.c.position <= end, kind, version if current else ~version)
+    return sa.and_(e.c.position > start, e.c.position <= end, e.c.type == MessageIngested.type_name())
+
+
+def _current_shape() -> sa.ColumnElement[bool]:
+    return t.events.c.schema_version == MessageIngested.schema_version
 
 
 def _older_ingestions(conn: Connection, start: int, end: int) -> bool:
     """Whether the window holds an ingestion of an older shape, which only upcasting can read."""
-    return conn.execute(sa.select(sa.literal(1)).where(_window(start, end, current=False)).limit(1)).first() is not None
+    older = sa.select(sa.literal(1)).where(ingestions_in(start, end), ~_current_shape()).limit(1)
+    return conn.execute(older).first() is not None
 
 
 def _messages_in_sql(conn: Connection, start: int, end: int) -> None:
@@ -636,7 +639,7 @@ def _messages_in_sql(conn: Connection, start: int, end: int) -> None:
             e.c.occurred_at.label("updated_at"),
             sa.func.row_number().over(**each, order_by=e.c.position.desc()).label("newest"),
         )
-        .where(_window(start, end, current=True))
+        .where(ingestions_in(start, end), _current_shape())
         .subquery()
     )
     columns = [c.name for c in t.messages.columns]
