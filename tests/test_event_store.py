@@ -48,6 +48,7 @@ from commine.events import (
 )
 from commine.persistence import projections, replay
 from commine.persistence import schema as t
+from commine.persistence import store as store_module
 from commine.persistence.engine import alembic_config, drop_database, ensure_database, is_sqlite, make_engine, migrate
 from commine.persistence.store import ConcurrencyError, EventStore, StoredEvent
 
@@ -117,6 +118,30 @@ def test_tabs_newlines_and_backslashes_in_ids_actors_and_text_read_back_as_writt
     store.append(events)
 
     assert [s.event for s in store.read_all()] == events
+
+
+def test_the_log_is_analyzed_once_it_holds_enough_events_for_statistics(
+    store: EventStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Without statistics PostgreSQL scanned the whole log for every ingested batch's look-up.
+    monkeypatch.setattr(store_module, "ANALYZE_AFTER", 40)
+    store.append([defined(f"dataset:acme/d{i}", 1) for i in range(39)])
+    if is_sqlite(store.engine):
+        assert store.ensure_statistics()  # its planner needs none
+        return
+
+    assert not store.ensure_statistics()
+    assert _row_estimate(store) <= 0
+
+    store.append([defined("dataset:acme/last", 1)])
+
+    assert store.ensure_statistics()
+    assert _row_estimate(store) == 40
+
+
+def _row_estimate(store: EventStore) -> float:
+    with store.engine.connect() as conn:
+        return float(conn.execute(sa.text("SELECT reltuples FROM pg_class WHERE oid = 'events'::regclass")).scalar())
 
 
 def test_an_empty_store_reads_empty_and_an_empty_append_writes_nothing(store: EventStore) -> None:

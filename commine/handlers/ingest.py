@@ -152,6 +152,7 @@ def _save_receipt(conn: Connection, receipt: Receipt) -> None:
 def handle_ingest(store: EventStore, body: Any) -> Receipt:
     """Store one ingest batch; returns its receipt (the first one, for a redelivered batch)."""
     batch = parse_batch(body)
+    store.ensure_statistics()  # the look-up of the batch's messages needs them
     for attempt in range(ATTEMPTS):
         try:
             with store.transaction() as conn:
