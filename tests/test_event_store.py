@@ -20,6 +20,7 @@ from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
 import sqlalchemy as sa
 from alembic.autogenerate import compare_metadata
@@ -45,7 +46,9 @@ from commine.events import (
     MessageIngested,
     ModelTrained,
     ProjectCreated,
+    to_record,
 )
+from commine.events.codec import record_to_dict
 from commine.persistence import projections, replay
 from commine.persistence import schema as t
 from commine.persistence import store as store_module
@@ -96,21 +99,23 @@ def test_appends_get_gapless_positions_in_append_order(store: EventStore) -> Non
     assert store.last_position() == 7
 
 
+def awkwardly_defined(awkward: str, suffix: str = "") -> LabelDefined:
+    """A label defined with ``awkward`` in its aggregate id, actor and name."""
+    return LabelDefined(
+        aggregate_id=f"dataset:acme/{awkward}{suffix}",
+        aggregate_version=1,
+        actor=f"csv:{awkward}",
+        dataset_id=DATASET,
+        name=f"L {awkward}",
+    )
+
+
 @pytest.mark.parametrize("count", [1, 100])  # a small batch is inserted in a pipeline, a large one by COPY
 def test_tabs_newlines_and_backslashes_in_ids_actors_and_text_read_back_as_written(
     store: EventStore, count: int
 ) -> None:
     awkward = "a\tb\nc\rd\\e \\t é"
-    events: list[Any] = [
-        LabelDefined(
-            aggregate_id=f"dataset:acme/{awkward}{i}",
-            aggregate_version=1,
-            actor=f"csv:{awkward}",
-            dataset_id=DATASET,
-            name=f"L {awkward}",
-        )
-        for i in range(count)
-    ]
+    events: list[Any] = [awkwardly_defined(awkward, str(i)) for i in range(count)]
     message = Message(message_aggregate_id(INBOX, "c1"))
     message.ingest(comment("c1", f"line one\nline\ttwo \\ {awkward}"), actor=awkward)
     events += message.collect()
@@ -118,6 +123,36 @@ def test_tabs_newlines_and_backslashes_in_ids_actors_and_text_read_back_as_writt
     store.append(events)
 
     assert [s.event for s in store.read_all()] == events
+
+
+def test_the_relay_wire_form_is_the_codec_record_of_each_event_with_its_payload_as_stored(store: EventStore) -> None:
+    awkward = 'quote " backslash \\ tab \t newline \n control \x01 é 😀 </script>'
+    events: list[Any] = [
+        awkwardly_defined(awkward),
+        defined("dataset:acme/b", 1, occurred_at=datetime(2024, 5, 1, 9, 30, tzinfo=timezone(timedelta(hours=5)))),
+        defined("dataset:acme/c", 1, occurred_at=datetime(2024, 5, 1, 9, 30, 0, 120, tzinfo=UTC)),
+        defined(":no-kind", 1),
+    ]
+    message = Message(message_aggregate_id(INBOX, "c1"))
+    message.ingest(comment("c1", awkward), actor="integration")
+    events += message.collect()
+    positions = store.append(events)
+
+    with store.engine.connect() as conn:
+        wire = store.read_wire(positions[0] - 1, positions[-1], conn=conn)
+        stored = {row.position: orjson.loads(row.payload_json) for row in store.read_raw(0, positions[-1], conn=conn)}
+
+    expected = []
+    for position, event in zip(positions, events, strict=True):
+        record = record_to_dict(to_record(event))
+        record.update(position=position, payload=stored[position])  # the payload as stored: sealed text sealed
+        record["occurred_at"] = event.occurred_at.astimezone(UTC).isoformat()
+        expected.append((event.aggregate_id, event.type_name(), record))
+    assert [(a, kind, orjson.loads(body)) for a, kind, body in wire] == expected
+    assert [orjson.loads(body)["occurred_at"] for *_, body in wire][1:3] == [
+        "2024-05-01T04:30:00+00:00",
+        "2024-05-01T09:30:00.000120+00:00",
+    ]
 
 
 def test_the_log_is_analyzed_once_it_holds_enough_events_for_statistics(
