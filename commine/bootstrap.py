@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gc
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -21,6 +22,8 @@ if TYPE_CHECKING:
 
 #: Allocations between two young-generation collections in a long-running process (CPython: 700).
 GC_THRESHOLD = 50_000
+#: Seconds a worker thread may hold the GIL while another waits (CPython's default is 0.005).
+WORKER_SWITCH_INTERVAL = 0.02
 
 
 @dataclass
@@ -116,3 +119,15 @@ def tune_gc() -> None:
     gc.collect()  # what start-up left as garbage is freed, not frozen
     gc.freeze()
     gc.set_threshold(GC_THRESHOLD, 20, 20)
+
+
+def tune_worker_threads() -> None:
+    """Let a worker's threads keep the GIL longer before handing it to another that wants it.
+
+    A worker's threads (two ingesting, the consumer, the followers, the stream loop) are busy in
+    Python most of the time, and CPython makes the one holding the GIL give it up every 5 ms when
+    another is waiting: each handover is a wake-up and a cache gone cold. At 20 ms, ``bench
+    ingest`` ran 8 % faster in two alternated pairs. Not for the server, whose requests would wait
+    longer for a turn.
+    """
+    sys.setswitchinterval(WORKER_SWITCH_INTERVAL)

@@ -52,3 +52,13 @@ def test_a_long_running_process_collects_garbage_less_often_and_never_scans_what
     )
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True).stdout
     assert out.split() == ["700", "True", "True"]
+
+
+def test_a_worker_thread_keeps_the_gil_longer_before_handing_it_over() -> None:
+    script = (
+        "import sys; from commine.bootstrap import WORKER_SWITCH_INTERVAL, tune_worker_threads; "
+        "before = sys.getswitchinterval(); tune_worker_threads(); "
+        "print(before, sys.getswitchinterval() == WORKER_SWITCH_INTERVAL > before)"
+    )
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True).stdout
+    assert out.split() == ["0.005", "True"]

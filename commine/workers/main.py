@@ -10,7 +10,7 @@ import threading
 
 import dramatiq
 
-from commine.bootstrap import App, tune_gc
+from commine.bootstrap import App, tune_gc, tune_worker_threads
 from commine.workers.streams import StreamLoop
 
 
@@ -18,6 +18,7 @@ def run_worker(app: App, *, threads: int) -> None:
     """Consume every handler queue until SIGTERM or SIGINT, then finish what is in hand."""
     stop = threading.Event()
     tune_gc()
+    tune_worker_threads()
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stop.set())
     worker = dramatiq.Worker(app.broker, worker_threads=threads, queues=set(app.actors.queues))
