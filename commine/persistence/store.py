@@ -446,13 +446,14 @@ class EventStore:
     def _aggregate_rows(
         self, conn: Connection, aggregate_ids: list[str], after_version: int
     ) -> Iterator[Sequence[Any]]:
-        """The log rows of ``aggregate_ids`` after ``after_version``, a chunk of ids at a time.
+        """The log rows of ``aggregate_ids`` after ``after_version``: on SQLite a chunk of ids at a
+        time, on PostgreSQL all at once.
 
         On PostgreSQL the ids go as one array, in binary: rendering an ``IN`` list of 500
         parameters took SQLAlchemy and psycopg longer than the query (a tenth of an ingest
-        worker's time), and a text array twice as long as a binary one. It is
-        never prepared: a prepared plan made before the log had statistics (see
-        ``ensure_statistics``) scanned the whole log for good, 4 s a batch at 1,000,000 events.
+        worker's time), and a text array twice as long as a binary one. It is never prepared: a
+        prepared plan made before the log had statistics (see ``ensure_statistics``) scanned the
+        whole log for good, 4 s a batch at 1,000,000 events.
         """
         if not self._sqlite:
             cursor = conn.connection.dbapi_connection.cursor(row_factory=namedtuple_row)  # type: ignore[union-attr]
@@ -536,9 +537,9 @@ class EventStore:
         """(aggregate id, type, wire form) of each event after ``after`` up to ``to_position``, in order.
 
         The wire form is ``events.codec.record_to_dict`` with the position, as UTF-8 JSON. On
-        PostgreSQL the server builds it:
-        reading 4,000 rows into Python and writing each one out again as JSON was a tenth of an
-        ingest worker's time. The payload stays as stored (sealed text sealed, see ``read_raw``).
+        PostgreSQL the server builds it: reading 4,000 rows into Python and writing each one out
+        again as JSON was a tenth of an ingest worker's time. The payload stays as stored (sealed
+        text sealed, see ``read_raw``).
         """
         if self._sqlite:
             return [(row.aggregate_id, row.type, _wire(row)) for row in self.read_raw(after, to_position, conn=conn)]
