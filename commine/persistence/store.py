@@ -79,6 +79,21 @@ def _copy_text(row: dict[str, Any]) -> str:
     )
 
 
+def _copy_lines(positions: list[int], recorded_at: datetime, rows: list[dict[str, Any]]) -> str:
+    stamp = recorded_at.isoformat()
+    return "".join(f"{p}\t{stamp}\t{row['copy_text']}\n" for p, row in zip(positions, rows, strict=True))
+
+
+def _recorded_at(last: datetime | None) -> datetime:
+    """The time rows appended now are stamped with: now, or the last row's if the clock is behind
+    it, so that recorded_at never goes backwards along the log and "state at time T" is a prefix."""
+    now = datetime.now(UTC)
+    return now if last is None else max(now, as_utc(last))
+
+
+#: The log's last row: the position new rows follow, and the time they may not precede.
+_LAST_ROW = "SELECT position, recorded_at FROM events ORDER BY position DESC LIMIT 1"
+
 #: Batches up to this many events appended in their own transaction go through the pipelined path.
 PIPELINED = 64
 
@@ -208,15 +223,15 @@ class EventStore:
         if not events:
             return []
         rows = self._prepare(events, conn)
-        self._lock(conn)
+        # Checked before the lock: versions only grow, so a problem seen now is one under the lock
+        # too, and a version taken meanwhile is rejected by the unique index.
         if self._version_problem(conn, events, look_up_new=False) is None:
-            # The common case, a batch of new events: one INSERT, no look-ups. A savepoint keeps
-            # the transaction usable if a duplicate id or a taken version makes it fail.
-            try:
-                with conn.begin_nested():
-                    return self._insert(conn, rows)
-            except sa.exc.IntegrityError:
-                pass
+            # The common case, a batch of new events: one insert, no look-ups.
+            positions = self._insert_new(conn, rows)
+            if positions is not None:
+                return positions
+        else:
+            self._lock(conn)
         fresh = self._without_stored(conn, events)
         if not fresh:
             return []
@@ -320,19 +335,48 @@ class EventStore:
             .limit(1)
         ).first()
         first = (last.position if last else 0) + 1
-        # recorded_at never goes backwards along the log, so "state at time T" is a prefix of it.
-        now = datetime.now(UTC)
-        recorded_at = max(now, as_utc(last.recorded_at)) if last else now
+        recorded_at = _recorded_at(last.recorded_at if last else None)
         positions = list(range(first, first + len(rows)))
         if self._sqlite:
             for position, row in zip(positions, rows, strict=True):
                 row.update(position=position, recorded_at=recorded_at)
             conn.execute(events_table.insert(), rows)
         else:
-            stamp = recorded_at.isoformat()
-            self._copy(
-                conn, "".join(f"{p}\t{stamp}\t{row['copy_text']}\n" for p, row in zip(positions, rows, strict=True))
-            )
+            self._copy(conn, _copy_lines(positions, recorded_at, rows))
+        return positions
+
+    def _insert_new(self, conn: Connection, rows: list[dict[str, Any]]) -> list[int] | None:
+        """Take the lock and insert ``rows``; None, with the lock still held and nothing written,
+        when a duplicate id or a taken version made the insert fail."""
+        if self._sqlite:
+            try:
+                with conn.begin_nested():  # a savepoint keeps the transaction usable after a failure
+                    return self._insert(conn, rows)
+            except sa.exc.IntegrityError:
+                return None
+        return self._copy_locked(conn, rows)
+
+    def _copy_locked(self, conn: Connection, rows: list[dict[str, Any]]) -> list[int] | None:
+        """PostgreSQL's ``_insert_new``: the lock, a savepoint and the last row in one round trip,
+        then the COPY.
+
+        The lock is held until commit and every writer waits for it, so each round trip made
+        under it counts against all of them: taking it, the savepoint, reading the last position
+        and releasing the savepoint were four, now one (COMMIT releases the savepoint). The
+        savepoint comes after the lock, so rolling back to it keeps the lock.
+        """
+        raw = conn.connection.dbapi_connection
+        with raw.pipeline():  # type: ignore[union-attr]
+            raw.execute("LOCK TABLE events IN EXCLUSIVE MODE")  # type: ignore[union-attr]
+            raw.execute("SAVEPOINT append_new")  # type: ignore[union-attr]
+            last = raw.execute(_LAST_ROW).fetchone()  # type: ignore[union-attr]
+        first = (last[0] if last else 0) + 1
+        positions = list(range(first, first + len(rows)))
+        try:
+            self._copy(conn, _copy_lines(positions, _recorded_at(last[1] if last else None), rows))
+        except sa.exc.IntegrityError:
+            raw.execute("ROLLBACK TO SAVEPOINT append_new")  # type: ignore[union-attr]
+            return None
         return positions
 
     def _copy(self, conn: Connection, text: str) -> None:
