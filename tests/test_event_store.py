@@ -342,6 +342,20 @@ def test_an_append_inside_a_transaction_that_fails_leaves_nothing(store: EventSt
     assert store.last_position() == 1
 
 
+def test_appends_on_one_connection_after_a_rolled_back_one_still_work(store: EventStore) -> None:
+    """A rolled-back transaction takes back what it created on its connection (PostgreSQL's staging
+    table for new batches): the next append on the same connection must not count on it."""
+    with store.engine.connect() as conn:
+        with pytest.raises(RuntimeError), conn.begin():
+            assert store.append([defined("dataset:acme/a", 1)], conn) == [1]
+            raise RuntimeError("the handler failed after appending")
+        with conn.begin():
+            assert store.append([defined("dataset:acme/a", 1), defined("dataset:acme/b", 1)], conn) == [1, 2]
+        with conn.begin():
+            assert store.append([defined("dataset:acme/a", 2)], conn) == [3]
+    assert [p for p, *_ in log(store)] == [1, 2, 3]
+
+
 # --- idempotence by event id -----------------------------------------------------------------
 
 
@@ -423,6 +437,18 @@ def backoff(attempt: int) -> None:
     time.sleep(random.uniform(0, 0.002 * 2 ** min(attempt, 6)))
 
 
+#: How a writer appends: in a transaction of its own (on PostgreSQL a small batch goes through the
+#: pipelined insert), or inside the caller's (a batch of new events is staged, then moved under the lock).
+APPEND_PATHS = ["own-transaction", "caller-transaction"]
+
+
+def append_via(store: EventStore, path: str, events: list[DomainEvent]) -> list[int]:
+    if path == "own-transaction":
+        return store.append(events)
+    with store.transaction() as conn:
+        return store.append(events, conn)
+
+
 def run_writers(work: Callable[[int], int]) -> list[int]:
     start = threading.Barrier(WRITERS)
 
@@ -445,7 +471,8 @@ def check_counter_events(events: list[Incremented], writers: list[int]) -> None:
     assert all(seqs == list(range(APPENDS)) for seqs in per_writer.values())
 
 
-def test_ten_writers_on_one_aggregate_lose_no_update(counters: EventStore) -> None:
+@pytest.mark.parametrize("path", APPEND_PATHS)
+def test_ten_writers_on_one_aggregate_lose_no_update(counters: EventStore, path: str) -> None:
     """Load, decide, append; on ConcurrencyError load again and retry.
 
     Each writer keeps its view of the counter and brings it up to date from the log (reading
@@ -466,7 +493,7 @@ def test_ten_writers_on_one_aggregate_lose_no_update(counters: EventStore) -> No
                 decision = copy.deepcopy(view)  # decide on a copy: the view only takes stored events
                 decision.increment(w, seq, actor=f"writer-{w}")
                 try:
-                    counters.append(decision.collect())
+                    append_via(counters, path, decision.collect())
                     break
                 except ConcurrencyError:
                     attempt += 1
@@ -484,7 +511,8 @@ def test_ten_writers_on_one_aggregate_lose_no_update(counters: EventStore) -> No
     assert sum(retries) > 0, "the writers never raced; the test did not test concurrency"
 
 
-def test_ten_writers_on_their_own_aggregates_keep_a_gapless_log(counters: EventStore) -> None:
+@pytest.mark.parametrize("path", APPEND_PATHS)
+def test_ten_writers_on_their_own_aggregates_keep_a_gapless_log(counters: EventStore, path: str) -> None:
     def work(w: int) -> int:
         aggregate_id, retries = f"counter:{w}", 0
         for seq in range(APPENDS):
@@ -492,7 +520,7 @@ def test_ten_writers_on_their_own_aggregates_keep_a_gapless_log(counters: EventS
                 counter = Counter.replay(aggregate_id, counters.read_aggregate(aggregate_id))
                 counter.increment(w, seq, actor=f"writer-{w}")
                 try:
-                    counters.append(counter.collect())
+                    append_via(counters, path, counter.collect())
                     break
                 except ConcurrencyError:  # pragma: no cover - nobody else writes this aggregate
                     retries += 1
