@@ -343,8 +343,8 @@ def test_an_append_inside_a_transaction_that_fails_leaves_nothing(store: EventSt
 
 
 def test_appends_on_one_connection_after_a_rolled_back_one_still_work(store: EventStore) -> None:
-    """A rolled-back transaction takes back what it created on its connection (PostgreSQL's staging
-    table for new batches): the next append on the same connection must not count on it."""
+    """A transaction rolled back after its append (which took the log's lock, and on PostgreSQL a
+    savepoint) leaves its connection ready for the next append, with nothing written."""
     with store.engine.connect() as conn:
         with pytest.raises(RuntimeError), conn.begin():
             assert store.append([defined("dataset:acme/a", 1)], conn) == [1]
@@ -438,7 +438,7 @@ def backoff(attempt: int) -> None:
 
 
 #: How a writer appends: in a transaction of its own (on PostgreSQL a small batch goes through the
-#: pipelined insert), or inside the caller's (a batch of new events is staged, then moved under the lock).
+#: pipelined insert), or inside the caller's (the lock's round trip, then a COPY).
 APPEND_PATHS = ["own-transaction", "caller-transaction"]
 
 

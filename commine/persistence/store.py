@@ -91,39 +91,8 @@ def _recorded_at(last: datetime | None) -> datetime:
     return now if last is None else max(now, as_utc(last))
 
 
-#: A session's staging table for the rows of a new batch (``_copy_locked``): the COPY columns but
-#: the two only known under the lock, after an ordinal that numbers the rows.
-_STAGING = "commine_events_staging"
-_CREATE_STAGING = f"""
-CREATE TEMP TABLE IF NOT EXISTS {_STAGING} (
-    n integer NOT NULL, event_id uuid NOT NULL, aggregate_id text NOT NULL, aggregate_version integer NOT NULL,
-    type text NOT NULL, schema_version integer NOT NULL, occurred_at timestamptz NOT NULL, actor text NOT NULL,
-    payload jsonb NOT NULL
-) ON COMMIT DELETE ROWS
-"""
-#: The staged rows into the log, numbered after its last position and stamped no earlier than its
-#: last row (like ``_insert``); the first position and how many.
-_FROM_STAGING = f"""
-WITH last AS (SELECT position, recorded_at FROM events ORDER BY position DESC LIMIT 1),
-inserted AS (
-    INSERT INTO events (position, recorded_at, event_id, aggregate_id, aggregate_version, type,
-                        schema_version, occurred_at, actor, payload)
-    SELECT coalesce((SELECT position FROM last), 0) + s.n,
-           greatest(%(now)s, coalesce((SELECT recorded_at FROM last), %(now)s)),
-           s.event_id, s.aggregate_id, s.aggregate_version, s.type, s.schema_version, s.occurred_at,
-           s.actor, s.payload
-    FROM {_STAGING} AS s
-    RETURNING position
-)
-SELECT min(position), count(*) FROM inserted
-"""
-
-
-def _forget_staging(conn: Connection, *_: Any) -> None:
-    """A rolled-back transaction (or savepoint) may have created the staging table: create it again."""
-    if not conn.invalidated and not conn.closed:  # a new DBAPI connection starts without the mark
-        conn.connection.info.pop(_STAGING, None)
-
+#: The log's last row: the position new rows follow, and the time they may not precede.
+_LAST_ROW = "SELECT position, recorded_at FROM events ORDER BY position DESC LIMIT 1"
 
 #: Batches up to this many events appended in their own transaction go through the pipelined path.
 PIPELINED = 64
@@ -229,10 +198,6 @@ class EventStore:
         self.cipher = cipher if cipher is not None else default_cipher()
         # Readers that select payloads with their own queries open them with the same cipher.
         attach(engine, self.cipher)
-        if not self._sqlite:
-            for name in ("rollback", "rollback_savepoint"):
-                if not sa.event.contains(engine, name, _forget_staging):
-                    sa.event.listen(engine, name, _forget_staging)
 
     @contextmanager
     def transaction(self) -> Iterator[Connection]:
@@ -392,49 +357,27 @@ class EventStore:
         return self._copy_locked(conn, rows)
 
     def _copy_locked(self, conn: Connection, rows: list[dict[str, Any]]) -> list[int] | None:
-        """PostgreSQL's ``_insert_new``: the rows are copied into a staging table before the lock,
-        then the lock, a savepoint and one ``INSERT ... SELECT`` from the staging table go in one
-        round trip.
+        """PostgreSQL's ``_insert_new``: the lock, a savepoint and the last row in one round trip,
+        then the COPY.
 
-        The lock is held until commit and every writer waits for it. A COPY into the log under
-        it held it while the rows crossed the socket and their JSON was parsed: 20-24 ms a batch
-        of 500 under load, half of an ingestion run's time with the log locked. Staged, the
-        copy happens while other writers hold the lock, and under it PostgreSQL only moves parsed
-        rows into the log (about a third of the COPY's time, measured quiet). Taking the lock,
-        the savepoint, reading the last position and releasing the savepoint, four round trips
-        under the lock before, are in that one (COMMIT releases the savepoint). The savepoint
-        comes after the lock, so rolling back to it keeps the lock.
+        The lock is held until commit and every writer waits for it, so each round trip made
+        under it counts against all of them: taking it, the savepoint, reading the last position
+        and releasing the savepoint were four, now one (COMMIT releases the savepoint). The
+        savepoint comes after the lock, so rolling back to it keeps the lock.
         """
-        self._stage(conn, "".join(f"{n}\t{row['copy_text']}\n" for n, row in enumerate(rows, 1)))
         raw = conn.connection.dbapi_connection
+        with raw.pipeline():  # type: ignore[union-attr]
+            raw.execute("LOCK TABLE events IN EXCLUSIVE MODE")  # type: ignore[union-attr]
+            raw.execute("SAVEPOINT append_new")  # type: ignore[union-attr]
+            last = raw.execute(_LAST_ROW).fetchone()  # type: ignore[union-attr]
+        first = (last[0] if last else 0) + 1
+        positions = list(range(first, first + len(rows)))
         try:
-            with raw.pipeline():  # type: ignore[union-attr]
-                raw.execute("LOCK TABLE events IN EXCLUSIVE MODE")  # type: ignore[union-attr]
-                raw.execute("SAVEPOINT append_new")  # type: ignore[union-attr]
-                first, count = raw.execute(_FROM_STAGING, {"now": datetime.now(UTC)}).fetchone()  # type: ignore[union-attr,misc]
-        except psycopg.IntegrityError:
+            self._copy(conn, _copy_lines(positions, _recorded_at(last[1] if last else None), rows))
+        except sa.exc.IntegrityError:
             raw.execute("ROLLBACK TO SAVEPOINT append_new")  # type: ignore[union-attr]
             return None
-        except psycopg.DataError as exc:
-            raise sa.exc.DataError("INSERT events", None, exc) from None
-        assert count == len(rows), (count, len(rows))
-        return list(range(first, first + count))
-
-    def _stage(self, conn: Connection, text: str) -> None:
-        """COPY rows (an ordinal, then the ``copy_text`` columns) into this session's staging table,
-        created on the connection's first use; it empties itself at every commit."""
-        info = conn.connection.info
-        if not info.get(_STAGING):
-            conn.exec_driver_sql(_CREATE_STAGING)
-            info[_STAGING] = True  # forgotten if this transaction rolls back (``_forget_staging``)
-        cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
-        try:
-            with cursor.copy(f"COPY {_STAGING} FROM STDIN") as copy:
-                copy.write(text)
-        except psycopg.DataError as exc:
-            raise sa.exc.DataError(f"COPY {_STAGING}", None, exc) from None
-        finally:
-            cursor.close()
+        return positions
 
     def _copy(self, conn: Connection, text: str) -> None:
         """Insert rows with PostgreSQL's COPY: about twice the rate of a batched INSERT.
