@@ -16,6 +16,7 @@ from conftest import delete_training_keys, require_services
 
 from commine.domain.errors import NotFound
 from commine.events import ModelTrained, PredictionsRecorded
+from commine.handlers import prediction
 from commine.handlers.commands import create_dataset, create_project, create_source, delete_dataset
 from commine.handlers.ingest import handle_ingest
 from commine.handlers.labels import APPLIED, AnnotationRequest, annotate
@@ -85,6 +86,35 @@ def test_a_trained_model_predicts_every_message_and_reports_its_validation(store
     unlabelled = [m for m in messages[300:] if m.label is not None]
     right = sum(predicted[f"{source_id}.{m.comment['id']}"].get(m.label, 0.0) >= 0.5 for m in unlabelled)
     assert right / len(unlabelled) > 0.8
+
+
+def test_the_prediction_follower_passes_messages_no_dataset_reads_in_large_windows(
+    store: EventStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(mldata, "IDLE_WINDOW", 1000)
+    windows: list[int] = []
+    predict_window = prediction._predict_window
+
+    def recorded(store: EventStore, conn: sa.Connection, start: int, end: int) -> None:
+        windows.append(end - start)
+        predict_window(store, conn, start, end)
+
+    monkeypatch.setattr(prediction, "_predict_window", recorded)
+    create_project(store, "acme", actor="test")
+    create_source(store, "acme/inbox", actor="test")
+    comments = [m.comment for m in generate(300, seed=4)]
+    for start in range(0, 300, 100):
+        handle_ingest(store, make_body("acme/inbox", comments[start : start + 100], actor="test"))
+
+    predict_new(store, wait=True, batch_size=50)
+    assert windows == [store.last_position()]  # nothing to predict: the whole log in one window
+
+    windows.clear()
+    create_dataset(store, "acme/support", sources=["acme/inbox"], actor="test")
+    catch_up(store)  # the dataset's sources are read from the read models
+    handle_ingest(store, make_body("acme/inbox", [m.comment for m in generate(120, seed=5)], actor="test"))
+    predict_new(store, wait=True, batch_size=50)
+    assert len(windows) >= 3 and max(windows) <= 50  # a dataset reads the source: windows of the busy size
 
 
 def test_new_messages_are_predicted_on_ingestion_once(store: EventStore) -> None:

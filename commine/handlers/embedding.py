@@ -33,7 +33,8 @@ def embed_new(store: EventStore, *, wait: bool = False) -> int | None:
     def react(conn: Connection, _events: list[Any], start: int, end: int) -> None:
         _embed_window(store, conn, start, end)
 
-    return follow(store, NAME, react, wait=wait, batch_size=WINDOW, read_events=False)
+    window = mldata.follower_window(store.engine, WINDOW)
+    return follow(store, NAME, react, wait=wait, batch_size=window, read_events=False)
 
 
 def _embed_window(store: EventStore, conn: Connection, start: int, end: int) -> None:

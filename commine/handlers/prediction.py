@@ -30,7 +30,8 @@ def predict_new(store: EventStore, *, wait: bool = False, batch_size: int = 2000
     def react(conn: Connection, _events: list[Any], start: int, end: int) -> None:
         _predict_window(store, conn, start, end)
 
-    return follow(store, NAME, react, wait=wait, batch_size=batch_size, read_events=False)
+    window = mldata.follower_window(store.engine, batch_size)
+    return follow(store, NAME, react, wait=wait, batch_size=window, read_events=False)
 
 
 def _predict_window(store: EventStore, conn: Connection, start: int, end: int) -> None:

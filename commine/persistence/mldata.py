@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import sqlalchemy as sa
 from numpy.typing import NDArray
-from sqlalchemy.engine import Connection
+from sqlalchemy.engine import Connection, Engine
 
 from commine.ml.text import comment_text
 from commine.persistence import schema as t
@@ -206,6 +206,21 @@ def _chunks(items: list[Any]) -> Iterator[list[Any]]:
 def sources_in_datasets(conn: Connection) -> list[str]:
     """Every source some dataset reads: only their messages are embedded and predicted."""
     return sorted(conn.execute(sa.select(t.dataset_sources.c.source_id).distinct()).scalars())
+
+
+#: Log positions a follower of the datasets' messages moves in one transaction while no dataset reads
+#: any source: there is nothing to read in them, only the follower's transaction to pay for.
+IDLE_WINDOW = 20000
+
+
+def follower_window(engine: Engine, busy: int) -> int:
+    """``busy`` while some dataset reads a source, else ``IDLE_WINDOW``.
+
+    Each window still looks up the datasets' sources in its own transaction, so one created
+    meanwhile is not missed: its first window is only larger.
+    """
+    with engine.connect() as conn:
+        return busy if sources_in_datasets(conn) else IDLE_WINDOW
 
 
 def ingested_between(
