@@ -546,7 +546,9 @@ def _add_predicted(conn: Target, stream: Any, position: int) -> None:
         return
     p, m, entries = t.predictions, t.messages, t.stream_entries
     uid = m.c.source_id + sa.literal(".") + m.c.comment_id
-    seen = sa.select(entries.c.uid).where(entries.c.stream_id == stream.stream_id)
+    # NOT EXISTS, an anti-join: NOT IN (subquery) is hashed only while the stream's uids fit in
+    # work_mem, and past that PostgreSQL scans them again for every prediction.
+    seen = sa.exists().where(entries.c.stream_id == stream.stream_id, entries.c.uid == p.c.uid)
     query = (
         sa.select(p.c.uid)
         .join(m, uid == p.c.uid)
@@ -554,7 +556,7 @@ def _add_predicted(conn: Target, stream: Any, position: int) -> None:
             p.c.dataset_id == stream.dataset_id,
             p.c.model_version == stream.model_version,
             m.c.deleted.is_(False),
-            p.c.uid.not_in(seen),
+            ~seen,
         )
     )
     first = first_ingestions(conn.log, list(conn.execute(query).scalars()), before=position)
