@@ -107,7 +107,7 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
         redis_url=env.get("COMMINE_REDIS_URL") or DEFAULT_REDIS_URL,
         home=home,
         queue_prefix=env.get("COMMINE_QUEUE_PREFIX") or "commine",
-        ingest_batch_size=int(env.get("COMMINE_INGEST_BATCH_SIZE") or 500),
+        ingest_batch_size=int(env.get("COMMINE_INGEST_BATCH_SIZE") or 2000),
         worker_threads=int(env.get("COMMINE_WORKER_THREADS") or 2),
         quorum_queues=_flag(env.get("COMMINE_QUORUM_QUEUES")),
         relay_events=env.get("COMMINE_RELAY_EVENTS", "1") != "0",

@@ -524,10 +524,9 @@ class AppSink(Sink):
         return found
 
     def publish(self, source: str, comments: list[dict[str, Any]], actor: str) -> list[str]:
-        from commine.integrations.ingest_client import make_body, send
+        from commine.integrations.ingest_client import batched, comment_bytes, make_body, send
 
-        size = self.app.settings.ingest_batch_size
-        batches = [comments[i : i + size] for i in range(0, len(comments), size)]
+        batches = batched(comments, self.app.settings.ingest_batch_size, comment_bytes)
         return [send(self.app, make_body(source, batch, actor=actor)) for batch in batches]
 
 

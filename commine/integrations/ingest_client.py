@@ -8,14 +8,17 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Callable, Sequence
-from typing import Any
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from typing import Any, TypeVar
 
+import orjson
 import sqlalchemy as sa
 
 from commine.bootstrap import App
 from commine.handlers.ingest import Receipt, receipt_from_row
 from commine.persistence.schema import ingest_receipts
+
+T = TypeVar("T")
 
 
 class IngestTimeout(TimeoutError):
@@ -44,6 +47,38 @@ def dead_lettered(app: App, batch_ids: Sequence[str]) -> dict[str, str]:
             if batch_id.encode() in letter.body:
                 found[batch_id] = letter.reason
     return found
+
+
+#: Bytes of comment JSON one ingest message carries at most, whatever ``COMMINE_INGEST_BATCH_SIZE``
+#: says: RabbitMQ refuses messages over 128 MiB by default, and one comment may hold 65,536
+#: characters in each of its text fields.
+MAX_BATCH_BYTES = 16 * 1024 * 1024
+
+
+def comment_bytes(comment: dict[str, Any]) -> int:
+    """About the bytes a comment takes in an ingest message."""
+    return len(orjson.dumps(comment))
+
+
+def batched(
+    items: Iterable[T], size: int, weight: Callable[[T], int], max_bytes: int = MAX_BATCH_BYTES
+) -> Iterator[list[T]]:
+    """``items`` in lists of at most ``size`` that weigh at most ``max_bytes`` (an item heavier than
+    that alone goes in a list of its own); a full list is handed over before the next item is read."""
+    batch: list[T] = []
+    total = 0
+    for item in items:
+        load = weight(item)
+        if batch and total + load > max_bytes:
+            yield batch
+            batch, total = [], 0
+        batch.append(item)
+        total += load
+        if len(batch) >= size:
+            yield batch
+            batch, total = [], 0
+    if batch:
+        yield batch
 
 
 def make_body(

@@ -16,18 +16,17 @@ from commine.scripts.context import Context, actor_name, fail, pass_context
 
 
 def batches(rows: Iterator[CsvRow | CsvError], size: int, errors: list[CsvError]) -> Iterator[list[CsvRow]]:
-    """Good rows in batches of ``size``; bad rows are collected in ``errors`` as they pass."""
-    batch: list[CsvRow] = []
-    for row in rows:
-        if isinstance(row, CsvError):
-            errors.append(row)
-            continue
-        batch.append(row)
-        if len(batch) >= size:
-            yield batch
-            batch = []
-    if batch:
-        yield batch
+    """Good rows in batches of ``size`` (and ``MAX_BATCH_BYTES``); bad rows are collected in ``errors`` as they pass."""
+    from commine.integrations.ingest_client import batched, comment_bytes
+
+    def good() -> Iterator[CsvRow]:
+        for row in rows:
+            if isinstance(row, CsvError):
+                errors.append(row)
+            else:
+                yield row
+
+    return batched(good(), size, lambda row: comment_bytes(row.comment))
 
 
 def publish_csv(
