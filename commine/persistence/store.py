@@ -79,18 +79,6 @@ def _copy_text(row: dict[str, Any]) -> str:
     )
 
 
-def _copy_lines(positions: list[int], recorded_at: datetime, rows: list[dict[str, Any]]) -> str:
-    stamp = recorded_at.isoformat()
-    return "".join(f"{p}\t{stamp}\t{row['copy_text']}\n" for p, row in zip(positions, rows, strict=True))
-
-
-def _recorded_at(last: datetime | None) -> datetime:
-    """The time rows appended now are stamped with: now, or the last row's if the clock is behind
-    it, so that recorded_at never goes backwards along the log and "state at time T" is a prefix."""
-    now = datetime.now(UTC)
-    return now if last is None else max(now, as_utc(last))
-
-
 #: The log's last row: the position new rows follow, and the time they may not precede.
 _LAST_ROW = "SELECT position, recorded_at FROM events ORDER BY position DESC LIMIT 1"
 
@@ -334,15 +322,26 @@ class EventStore:
             .order_by(events_table.c.position.desc())
             .limit(1)
         ).first()
-        first = (last.position if last else 0) + 1
-        recorded_at = _recorded_at(last.recorded_at if last else None)
+        return self._insert_after(conn, None if last is None else tuple(last), rows)
+
+    def _insert_after(
+        self, conn: Connection, last: tuple[int, datetime] | None, rows: list[dict[str, Any]]
+    ) -> list[int]:
+        """Insert ``rows`` numbered after ``last``, the log's last (position, recorded_at), None if empty."""
+        first = (last[0] if last else 0) + 1
+        # recorded_at never goes backwards along the log, so "state at time T" is a prefix of it.
+        now = datetime.now(UTC)
+        recorded_at = max(now, as_utc(last[1])) if last else now
         positions = list(range(first, first + len(rows)))
         if self._sqlite:
             for position, row in zip(positions, rows, strict=True):
                 row.update(position=position, recorded_at=recorded_at)
             conn.execute(events_table.insert(), rows)
         else:
-            self._copy(conn, _copy_lines(positions, recorded_at, rows))
+            stamp = recorded_at.isoformat()
+            self._copy(
+                conn, "".join(f"{p}\t{stamp}\t{row['copy_text']}\n" for p, row in zip(positions, rows, strict=True))
+            )
         return positions
 
     def _insert_new(self, conn: Connection, rows: list[dict[str, Any]]) -> list[int] | None:
@@ -370,14 +369,11 @@ class EventStore:
             raw.execute("LOCK TABLE events IN EXCLUSIVE MODE")  # type: ignore[union-attr]
             raw.execute("SAVEPOINT append_new")  # type: ignore[union-attr]
             last = raw.execute(_LAST_ROW).fetchone()  # type: ignore[union-attr]
-        first = (last[0] if last else 0) + 1
-        positions = list(range(first, first + len(rows)))
         try:
-            self._copy(conn, _copy_lines(positions, _recorded_at(last[1] if last else None), rows))
+            return self._insert_after(conn, last, rows)
         except sa.exc.IntegrityError:
             raw.execute("ROLLBACK TO SAVEPOINT append_new")  # type: ignore[union-attr]
             return None
-        return positions
 
     def _copy(self, conn: Connection, text: str) -> None:
         """Insert rows with PostgreSQL's COPY: about twice the rate of a batched INSERT.

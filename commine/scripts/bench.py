@@ -343,6 +343,7 @@ def bench_ingest(
     measured = [_ingest_round(settings, comments, workers, size, modes) for _ in range(rounds)]
     ceiling = median(m["ceiling"] for m in measured)
     stored, projected, published = (median(m[modes[-1]][i] for m in measured) for i in range(3))
+    ratios = [m[modes[-1]][0] / m["ceiling"] for m in measured]
     summary = {
         "benchmark": "ingest",
         "messages": messages,
@@ -353,7 +354,7 @@ def bench_ingest(
         "projected_per_s": round(projected),
         "published_per_s": round(published),
         "ceiling_per_s": round(ceiling),
-        "ratio": round(median(m[modes[-1]][0] / m["ceiling"] for m in measured), 3),
+        "ratio": round(median(ratios), 3),
         "machine": machine(),
     }
     summary["encryption"] = "on" if modes[-1] else "off"
@@ -363,12 +364,8 @@ def bench_ingest(
         summary["encryption_cost"] = round(1 - stored / off, 3)
     if rounds > 1:
         summary["rounds"] = [
-            {
-                "end_to_end_per_s": round(m[modes[-1]][0]),
-                "ceiling_per_s": round(m["ceiling"]),
-                "ratio": round(m[modes[-1]][0] / m["ceiling"], 3),
-            }
-            for m in measured
+            {"end_to_end_per_s": round(m[modes[-1]][0]), "ceiling_per_s": round(m["ceiling"]), "ratio": round(r, 3)}
+            for m, r in zip(measured, ratios, strict=True)
         ]
     click.echo(json.dumps(summary))
 
