@@ -622,28 +622,39 @@ def _messages_in_sql(conn: Connection, start: int, end: int) -> None:
     both agree.
     """
     e, payload = t.events, t.events.c.payload
-    source_id = payload["source_id"].as_string()
-    comment_id = payload["comment_id"].as_string()
-    each = {"partition_by": (source_id, comment_id)}
-    ingestions = (
+    # The fields come out of the payload in the scan, under an OFFSET 0 that keeps the planner
+    # from moving them above the sort: otherwise the sort carried every whole payload (1.7 KB a
+    # row). One window gives both the first ingestion's time and the newest position.
+    fields = (
         sa.select(
-            source_id.label("source_id"),
-            comment_id.label("comment_id"),
+            payload["source_id"].as_string().label("source_id"),
+            payload["comment_id"].as_string().label("comment_id"),
             sa.cast(payload[("comment", "timestamp")].as_string(), t.Timestamp).label("timestamp"),
             payload[("comment", "thread_id")].as_string().label("thread_id"),
             payload["content_hash"].as_string().label("content_hash"),
             e.c.aggregate_version.label("version"),
             e.c.position,
-            sa.false().label("deleted"),
-            sa.func.first_value(e.c.occurred_at).over(**each, order_by=e.c.position).label("created_at"),
-            e.c.occurred_at.label("updated_at"),
-            sa.func.row_number().over(**each, order_by=e.c.position.desc()).label("newest"),
+            e.c.occurred_at,
         )
         .where(ingestions_in(start, end), _current_shape())
+        .offset(0)
         .subquery()
     )
+    each = {
+        "partition_by": (fields.c.source_id, fields.c.comment_id),
+        "order_by": fields.c.position,
+        "rows": (None, None),
+    }
+    ingestions = sa.select(
+        *(fields.c[name] for name in ("source_id", "comment_id", "timestamp", "thread_id", "content_hash", "version")),
+        fields.c.position,
+        sa.false().label("deleted"),
+        sa.func.first_value(fields.c.occurred_at).over(**each).label("created_at"),
+        fields.c.occurred_at.label("updated_at"),
+        sa.func.last_value(fields.c.position).over(**each).label("newest"),
+    ).subquery()
     columns = [c.name for c in t.messages.columns]
-    rows = sa.select(*(ingestions.c[name] for name in columns)).where(ingestions.c.newest == 1)
+    rows = sa.select(*(ingestions.c[name] for name in columns)).where(ingestions.c.position == ingestions.c.newest)
     statement = postgresql.insert(t.messages).from_select(columns, rows)
     excluded = statement.excluded
     updates = {c: excluded[c] for c in columns if c not in ("source_id", "comment_id", "created_at")}
