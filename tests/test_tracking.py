@@ -72,3 +72,26 @@ def test_a_waiting_runner_gets_the_position_another_runner_created_meanwhile(pg_
         save_position(creator, "fresh-follower", 3)
     waiting.join(timeout=10)
     assert found == [3]
+
+
+def test_a_bounded_follower_stops_at_its_bound_and_goes_on_once_the_bound_moves(pg_store: EventStore) -> None:
+    from commine.handlers.commands import create_project
+    from commine.persistence.tracking import follow
+
+    for n in range(6):
+        create_project(pg_store, f"bounded{n}", actor="test")
+    last = pg_store.last_position()
+    bound = [last - 3]
+    windows: list[tuple[int, int]] = []
+
+    def react(_conn: object, _events: object, start: int, end: int) -> None:
+        windows.append((start, end))
+
+    # Given a bound short of the log's end, the follower stops there...
+    assert follow(pg_store, "bounded", react, batch_size=2, bound=lambda _conn: bound[0]) == last - 3
+    assert windows[-1][1] == last - 3
+    # ...and, the bound moved to the end, goes on from there to the end.
+    windows.clear()
+    bound[0] = last
+    assert follow(pg_store, "bounded", react, batch_size=2, bound=lambda _conn: bound[0]) == 3
+    assert windows == [(last - 3, last - 1), (last - 1, last)]

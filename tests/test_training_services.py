@@ -27,8 +27,9 @@ from commine.integrations.ingest_client import make_body
 from commine.ml.model import TrainingConfig
 from commine.persistence import mldata, readmodels, replay
 from commine.persistence import schema as t
-from commine.persistence.projections import catch_up
+from commine.persistence.projections import catch_up, checkpoint
 from commine.persistence.store import EventStore
+from commine.persistence.tracking import position_of
 from commine.scripts.sample_mail import generate
 from commine.workers.training import TrainingRequests, queue_name
 
@@ -106,6 +107,7 @@ def test_the_prediction_follower_passes_messages_no_dataset_reads_in_large_windo
     for start in range(0, 300, 100):
         handle_ingest(store, make_body("acme/inbox", comments[start : start + 100], actor="test"))
 
+    catch_up(store)  # the follower goes no further than the read models
     predict_new(store, wait=True, batch_size=50)
     assert windows == [store.last_position()]  # nothing to predict: the whole log in one window
 
@@ -113,8 +115,33 @@ def test_the_prediction_follower_passes_messages_no_dataset_reads_in_large_windo
     create_dataset(store, "acme/support", sources=["acme/inbox"], actor="test")
     catch_up(store)  # the dataset's sources are read from the read models
     handle_ingest(store, make_body("acme/inbox", [m.comment for m in generate(120, seed=5)], actor="test"))
+    catch_up(store)
     predict_new(store, wait=True, batch_size=50)
     assert len(windows) >= 3 and max(windows) <= 50  # a dataset reads the source: windows of the busy size
+
+
+def test_the_prediction_follower_goes_no_further_than_the_read_models(store: EventStore) -> None:
+    create_project(store, "acme", actor="test")
+    create_source(store, "acme/inbox", actor="test")
+    handle_ingest(store, make_body("acme/inbox", [m.comment for m in generate(50, seed=6)], actor="test"))
+    catch_up(store)
+    predict_new(store, wait=True)  # no dataset reads the source yet: nothing to embed
+    # Given a dataset over the source, and messages ingested after it, with the read models behind...
+    create_dataset(store, "acme/support", sources=["acme/inbox"], actor="test")
+    handle_ingest(store, make_body("acme/inbox", [m.comment for m in generate(30, seed=7)], actor="test"))
+    predict_new(store, wait=True)
+    # ...the follower stops where the read models are, and skips nothing for having read them too early:
+    with store.engine.connect() as conn:
+        assert position_of(conn, prediction.NAME) == checkpoint(conn) < store.last_position(conn)
+    assert _embeddings(store) == 0
+    catch_up(store)
+    predict_new(store, wait=True)
+    assert _embeddings(store) == 30  # the messages ingested after the dataset, once it is in the read models
+
+
+def _embeddings(store: EventStore) -> int:
+    with store.engine.connect() as conn:
+        return int(conn.execute(sa.select(sa.func.count()).select_from(t.embeddings)).scalar() or 0)
 
 
 def test_new_messages_are_predicted_on_ingestion_once(store: EventStore) -> None:

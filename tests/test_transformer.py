@@ -7,10 +7,12 @@ import sqlalchemy as sa
 from test_training_services import _dataset, _ingest
 
 from commine.handlers.embedding import ACTOR as EMBEDDER
-from commine.handlers.embedding import embed_new
+from commine.handlers.embedding import embed_new, held_back
+from commine.handlers.ingest import handle_ingest
 from commine.handlers.prediction import ACTOR as PREDICTOR
 from commine.handlers.prediction import predict_new
 from commine.handlers.training import load_model, train_dataset
+from commine.integrations.ingest_client import make_body
 from commine.ml.encoders import MINILM, WORDLLAMA, minilm_installed
 from commine.persistence import schema as t
 from commine.persistence.projections import catch_up
@@ -57,3 +59,19 @@ def test_the_transformer_head_serves_messages_once_their_slow_embedding_is_ready
     embed_new(store, wait=True)  # then the transformer, and the richer head predicts again
     assert _embedded(store, MINILM) == 160
     assert _predictions_by(store, EMBEDDER) >= 1
+
+
+def test_the_embedder_waits_for_the_read_models_and_says_so(store: EventStore) -> None:
+    _dataset(store)
+    messages = generate(30, seed=9)
+    _ingest(store, messages[:20], labelled=0)
+    embed_new(store, wait=True)
+    assert _embedded(store, MINILM) == 20 and not held_back(store)
+    # Messages the read models do not hold yet: the embedder stops short of them, and says it did,
+    # so that the projection actor nudges it on once they have caught up.
+    handle_ingest(store, make_body("acme/inbox", [m.comment for m in messages[20:]], actor="test"))
+    embed_new(store, wait=True)
+    assert _embedded(store, MINILM) == 20 and held_back(store)
+    catch_up(store)
+    embed_new(store, wait=True)
+    assert _embedded(store, MINILM) == 30 and not held_back(store)

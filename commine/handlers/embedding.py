@@ -17,9 +17,9 @@ from sqlalchemy.engine import Connection
 from commine.handlers.training import embeddings, predict_rows
 from commine.ml.encoders import MINILM, WORDLLAMA
 from commine.ml.text import comment_text
-from commine.persistence import mldata
+from commine.persistence import mldata, projections
 from commine.persistence.store import EventStore
-from commine.persistence.tracking import follow
+from commine.persistence.tracking import follow, position_of
 
 NAME = "embed-minilm"
 ACTOR = "commine-embedder"
@@ -28,13 +28,24 @@ WINDOW = 500
 
 
 def embed_new(store: EventStore, *, wait: bool = False) -> int | None:
-    """Embed (and re-predict) what was ingested since the last run; None when another runner is at it."""
+    """Embed (and re-predict) what was ingested since the last run; None when another runner is at it.
+
+    Like ``predict_new`` it stops where the read models have got to; the ``project`` actor,
+    once they have caught up, nudges it on when it is ``held_back``.
+    """
 
     def react(conn: Connection, _events: list[Any], start: int, end: int) -> None:
         _embed_window(store, conn, start, end)
 
     window = mldata.follower_window(store.engine, WINDOW)
-    return follow(store, NAME, react, wait=wait, batch_size=window, read_events=False)
+    return follow(store, NAME, react, wait=wait, batch_size=window, read_events=False, bound=projections.checkpoint)
+
+
+def held_back(store: EventStore) -> bool:
+    """Whether the embedder is short of the log's end: the read models were behind when it ran,
+    or events came since."""
+    with store.engine.connect() as conn:
+        return position_of(conn, NAME) < store.last_position(conn)
 
 
 def _embed_window(store: EventStore, conn: Connection, start: int, end: int) -> None:

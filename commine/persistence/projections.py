@@ -51,7 +51,7 @@ from commine.persistence import schema as t
 from commine.persistence.engine import insert
 from commine.persistence.store import EventStore, StoredEvent, as_utc
 from commine.persistence.stream_projection import REBASING, project_streams
-from commine.persistence.tracking import follow
+from commine.persistence.tracking import follow, position_of
 
 #: Name of the checkpoint row shared by the projections below.
 CHECKPOINT = "projections"
@@ -490,6 +490,13 @@ def catch_up(store: EventStore, *, batch_size: int = 2000, wait: bool = True) ->
     if not wait:
         return one_pass()
     return _passes_of(store).join(one_pass)
+
+
+def checkpoint(conn: Connection) -> int:
+    """How far the read models have caught up with the log: a follower that reads them (the
+    datasets' sources, say) may not go past it, or it would read a window against read models
+    that do not hold it yet."""
+    return position_of(conn, CHECKPOINT, t.checkpoints)
 
 
 class SharedPasses:

@@ -45,6 +45,11 @@ def lock_position(conn: Connection, name: str, table: sa.Table = tracking, *, wa
     return None if position is None else int(position)
 
 
+def position_of(conn: Connection, name: str, table: sa.Table = tracking) -> int:
+    """The position named ``name``, without a lock (0 before its first run)."""
+    return int(conn.execute(sa.select(table.c.position).where(table.c.name == name)).scalar() or 0)
+
+
 def save_position(conn: Connection, name: str, position: int, table: sa.Table = tracking) -> None:
     conn.execute(table.update().where(table.c.name == name).values(position=position))
 
@@ -59,6 +64,7 @@ def follow(
     batch_size: int = 2000,
     wait: bool = True,
     read_events: bool = True,
+    bound: Callable[[Connection], int] | None = None,
 ) -> int | None:
     """React to every event after the position ``name``, a window at a time, until the end of the log.
 
@@ -66,6 +72,8 @@ def follow(
     position still moves past them). A second runner of the same follower waits on the row lock,
     or with ``wait=False`` returns None at once, leaving the work to the runner that has it.
     With ``read_events=False`` the reaction gets no events and reads its window itself.
+    ``bound`` gives the last position the follower may reach for now (the read models'
+    checkpoint, for a follower that reads them): it stops there, short of the log's end.
     """
     moved = 0
     while True:
@@ -73,7 +81,8 @@ def follow(
             position = lock_position(conn, name, table, wait=wait)
             if position is None:
                 return None if moved == 0 else moved
-            last = store.last_position(conn)
+            log_end = store.last_position(conn)
+            last = log_end if bound is None else min(log_end, bound(conn))
             end = min(last, position + batch_size)
             if end <= position:
                 return moved
@@ -92,6 +101,7 @@ def follow(
             # At the end of the log, and the reaction appended nothing (prediction appends its
             # own events): done, without another transaction on the lock only to find nothing
             # after the window, which cost a server's every write route a second turn on it.
-            done = end == last and store.last_position(conn) == last
+            # At the bound short of the end: done for now, as the bound will not move meanwhile.
+            done = end == last and (last < log_end or store.last_position(conn) == last)
         if done:
             return moved

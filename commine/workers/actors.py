@@ -19,7 +19,7 @@ import dramatiq
 from commine.broker.publisher import EventPublisher
 from commine.broker.streams import StreamPublisher
 from commine.broker.topology import EMBED, INGEST, PROJECT, RELAY, queue_name
-from commine.handlers.embedding import embed_new
+from commine.handlers.embedding import embed_new, held_back
 from commine.handlers.ingest import MalformedMessage, handle_ingest
 from commine.handlers.prediction import predict_new
 from commine.handlers.project import project as project_read_models
@@ -106,6 +106,10 @@ def register_actors(
             route_streams(store, local.streams)
         if busy:
             nudgers[PROJECT].nudge()
+        elif EMBED in nudgers and held_back(store):
+            # The embedder goes no further than the read models: now that they have caught up,
+            # it may go on (it may have run before them, and nothing else would tell it).
+            nudgers[EMBED].nudge()
 
     def relay() -> None:
         """Publish newly committed events on the topic exchange."""
