@@ -315,7 +315,7 @@ def bench() -> None:
 )
 @click.option(
     "--rounds",
-    default=1,
+    default=3,
     show_default=True,
     type=click.IntRange(1),
     help="Ceiling and end to end measured this many times, alternately; the figures are the rounds' medians.",
@@ -327,8 +327,9 @@ def bench_ingest(
     """End-to-end ingestion (RabbitMQ -> workers -> PostgreSQL) against a bare pika + INSERT ceiling.
 
     On a shared machine one end-to-end run can be a fifth faster or slower than the next with the
-    same code; ``--rounds`` measures ceiling and end to end in turn and reports each round and
-    their medians, so that one lucky or unlucky round does not make the figure.
+    same code; ``--rounds`` (3 by default, about four minutes) measures ceiling and end to end in
+    turn and reports each round and their medians, so that one lucky or unlucky round does not
+    make the figure.
     """
     settings = ctx.settings
     if settings.embedded:
