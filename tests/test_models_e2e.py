@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 import redis
 import sqlalchemy as sa
+from conftest import delete_training_keys
 from test_ingest_services import (  # noqa: F401  (fixtures are used by name)
     COMMINE,
     CSV_OPTIONS,
@@ -44,8 +45,11 @@ def trainer(service_env: dict[str, str], tmp_path: Path) -> Iterator[subprocess.
         process.terminate()
         process.wait(timeout=60)
         log.close()
-        connection = redis.Redis.from_url("redis://127.0.0.1:6379/0")
         prefix = service_env["COMMINE_QUEUE_PREFIX"]
+        # Jobs and their results first, found through the queue's registries: their keys do not
+        # name the queue, so the patterns below, which delete the registries, would leave them.
+        delete_training_keys(prefix)
+        connection = redis.Redis.from_url("redis://127.0.0.1:6379/0")
         for pattern in (f"{prefix}:*", f"rq:*{queue_name(prefix)}*"):
             for key in connection.scan_iter(pattern):
                 connection.delete(key)
