@@ -15,7 +15,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-import sqlalchemy as sa
 from numpy.typing import NDArray
 from sqlalchemy.engine import Connection, Engine
 
@@ -28,7 +27,6 @@ from commine.ml.encoders import MINILM, WORDLLAMA, encoder, minilm_installed
 from commine.ml.fasttext_model import FastTextParams
 from commine.ml.model import Model, TrainingConfig, TrainingResult, TrainingSet, artifact_hash, train
 from commine.persistence import mldata, projections, readmodels
-from commine.persistence import schema as t
 from commine.persistence.mldata import MessageRow
 from commine.persistence.store import EventStore
 
@@ -71,9 +69,7 @@ def snapshot(store: EventStore, dataset_id: str, read_models: Engine | None = No
     with (read_models or store.engine).connect() as conn:
         if conn.dialect.name == "postgresql":  # one consistent view across the queries below
             conn.exec_driver_sql("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
-        position = conn.execute(
-            sa.select(t.checkpoints.c.position).where(t.checkpoints.c.name == projections.CHECKPOINT)
-        ).scalar()
+        position = projections.checkpoint(conn)
         messages = mldata.dataset_messages(conn, dataset_id)
         reviewed = mldata.annotations(conn, dataset_id)
         shuffled = readmodels.reviewed_from(conn, dataset_id, "shuffle") & set(reviewed)
@@ -81,7 +77,7 @@ def snapshot(store: EventStore, dataset_id: str, read_models: Engine | None = No
     with store.engine.connect() as conn:  # the text lives in the log
         texts = mldata.texts(conn, messages)
     used = {name for names in reviewed.values() for name in names}
-    return Snapshot(dataset_id, int(position or 0), messages, texts, reviewed, sorted(used & known), shuffled)
+    return Snapshot(dataset_id, position, messages, texts, reviewed, sorted(used & known), shuffled)
 
 
 def embeddings(

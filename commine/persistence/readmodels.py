@@ -10,7 +10,7 @@ from sqlalchemy.engine import Connection, Engine
 
 from commine.persistence import schema as t
 from commine.persistence.encryption import open_comments
-from commine.persistence.projections import CHECKPOINT
+from commine.persistence.projections import checkpoint
 
 
 def get_comment(engine: Engine, source_id: str, comment_id: str) -> dict[str, Any] | None:
@@ -90,8 +90,8 @@ def status(engine: Engine) -> dict[str, Any]:
                     "streams": streams,
                 }
             )
-        position = conn.execute(sa.select(t.checkpoints.c.position).where(t.checkpoints.c.name == CHECKPOINT)).scalar()
-    return {"projects": list(projects.values()), "projected_position": int(position or 0)}
+        position = checkpoint(conn)
+    return {"projects": list(projects.values()), "projected_position": position}
 
 
 def labels(engine: Engine, dataset_id: str) -> list[dict[str, Any]]:

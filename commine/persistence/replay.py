@@ -22,7 +22,7 @@ from sqlalchemy.engine import Engine
 
 from commine.persistence import projections
 from commine.persistence.engine import is_sqlite, make_engine
-from commine.persistence.schema import checkpoints, projection_metadata
+from commine.persistence.schema import projection_metadata
 from commine.persistence.store import EventStore
 
 
@@ -59,9 +59,7 @@ def digest(engine: Engine) -> Digest:
     tables: dict[str, tuple[int, str]] = {}
     isolation = "SERIALIZABLE" if is_sqlite(engine) else "REPEATABLE READ"
     with engine.connect().execution_options(isolation_level=isolation) as conn, conn.begin():
-        position = conn.execute(
-            sa.select(checkpoints.c.position).where(checkpoints.c.name == projections.CHECKPOINT)
-        ).scalar()
+        position = projections.checkpoint(conn)
         for table in projection_metadata.sorted_tables:
             sha = hashlib.sha256()
             count = 0
@@ -73,7 +71,7 @@ def digest(engine: Engine) -> Digest:
                 count += 1
             tables[table.name] = (count, sha.hexdigest())
     total = hashlib.sha256(json.dumps(tables, sort_keys=True).encode()).hexdigest()
-    return Digest(tables, total, int(position or 0))
+    return Digest(tables, total, position)
 
 
 @contextmanager
