@@ -17,9 +17,9 @@ from sqlalchemy.engine import Connection
 from commine.handlers.training import embeddings, predict_rows
 from commine.ml.encoders import MINILM, WORDLLAMA
 from commine.ml.text import comment_text
-from commine.persistence import mldata, projections
+from commine.persistence import mldata
 from commine.persistence.store import EventStore
-from commine.persistence.tracking import follow, position_of
+from commine.persistence.tracking import position_of
 
 NAME = "embed-minilm"
 ACTOR = "commine-embedder"
@@ -30,15 +30,14 @@ WINDOW = 500
 def embed_new(store: EventStore, *, wait: bool = False) -> int | None:
     """Embed (and re-predict) what was ingested since the last run; None when another runner is at it.
 
-    Like ``predict_new`` it stops where the read models have got to; the ``project`` actor,
-    once they have caught up, nudges it on when it is ``held_back``.
+    It stops where the read models have got to (``mldata.follow_datasets_messages``); the
+    ``project`` actor, once they have caught up, nudges it on when it is ``held_back``.
     """
 
     def react(conn: Connection, _events: list[Any], start: int, end: int) -> None:
         _embed_window(store, conn, start, end)
 
-    window = mldata.follower_window(store.engine, WINDOW)
-    return follow(store, NAME, react, wait=wait, batch_size=window, read_events=False, bound=projections.checkpoint)
+    return mldata.follow_datasets_messages(store, NAME, react, busy=WINDOW, wait=wait)
 
 
 def held_back(store: EventStore) -> bool:

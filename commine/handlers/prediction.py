@@ -16,27 +16,20 @@ from sqlalchemy.engine import Connection
 
 from commine.handlers.training import embeddings, predict_rows
 from commine.ml.text import comment_text
-from commine.persistence import mldata, projections
+from commine.persistence import mldata
 from commine.persistence.store import EventStore
-from commine.persistence.tracking import follow
 
 NAME = "predict"
 ACTOR = "commine-predictor"
 
 
 def predict_new(store: EventStore, *, wait: bool = False, batch_size: int = 2000) -> int | None:
-    """Predict what was ingested since the last run; None when another runner is at it.
-
-    It goes no further than the read models have: which sources the datasets read comes from
-    them, and a window read against read models that miss a new dataset would skip that
-    dataset's messages for good.
-    """
+    """Predict what was ingested since the last run; None when another runner is at it."""
 
     def react(conn: Connection, _events: list[Any], start: int, end: int) -> None:
         _predict_window(store, conn, start, end)
 
-    window = mldata.follower_window(store.engine, batch_size)
-    return follow(store, NAME, react, wait=wait, batch_size=window, read_events=False, bound=projections.checkpoint)
+    return mldata.follow_datasets_messages(store, NAME, react, busy=batch_size, wait=wait)
 
 
 def _predict_window(store: EventStore, conn: Connection, start: int, end: int) -> None:

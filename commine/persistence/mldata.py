@@ -15,12 +15,15 @@ from typing import Any
 import numpy as np
 import sqlalchemy as sa
 from numpy.typing import NDArray
-from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.engine import Connection
 
 from commine.ml.text import comment_text
+from commine.persistence import projections
 from commine.persistence import schema as t
 from commine.persistence.encryption import cipher_of, dataset_owner, open_comments
 from commine.persistence.engine import insert
+from commine.persistence.store import EventStore
+from commine.persistence.tracking import Reaction, follow
 
 #: Rows per query when reading by a list of keys.
 CHUNK = 1000
@@ -213,14 +216,18 @@ def sources_in_datasets(conn: Connection) -> list[str]:
 IDLE_WINDOW = 20000
 
 
-def follower_window(engine: Engine, busy: int) -> int:
-    """``busy`` while some dataset reads a source, else ``IDLE_WINDOW``.
+def follow_datasets_messages(store: EventStore, name: str, react: Reaction, *, busy: int, wait: bool) -> int | None:
+    """Follow the log for the datasets' messages, as prediction and embedding do.
 
-    Each window still looks up the datasets' sources in its own transaction, so one created
-    meanwhile is not missed: its first window is only larger.
+    Windows of ``busy`` positions while some dataset reads a source, ``IDLE_WINDOW`` while none
+    does; ``react`` reads each window itself. Each window still looks up the datasets' sources in
+    its own transaction, so one created meanwhile is not missed: its first window is only larger.
+    The follower goes no further than the read models' checkpoint: the sources come from them, and
+    a window read before they hold a new dataset would skip that dataset's messages for good.
     """
-    with engine.connect() as conn:
-        return busy if sources_in_datasets(conn) else IDLE_WINDOW
+    with store.engine.connect() as conn:
+        window = busy if sources_in_datasets(conn) else IDLE_WINDOW
+    return follow(store, name, react, wait=wait, batch_size=window, read_events=False, bound=projections.checkpoint)
 
 
 def ingested_between(
