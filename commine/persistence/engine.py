@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -50,6 +50,25 @@ def json_dumps(value: Any) -> str:
     return orjson.dumps(value).decode()
 
 
+def text_array(name: str, values: Sequence[str]) -> Any:
+    """A list of strings as one text parameter, cast to ``varchar[]`` by PostgreSQL.
+
+    psycopg adapts a list parameter element by element in Python, about 4 µs each: 2.6 ms for
+    the 500 uids of one prediction event, against 0.3 ms for the same array sent as one string.
+    Each element is quoted, so commas, braces, quotes and backslashes in it stay its own.
+    """
+    literal = "{" + ",".join('"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"' for v in values) + "}"
+    return sa.cast(sa.bindparam(name, literal, type_=sa.Text), postgresql.ARRAY(sa.String))
+
+
+def matches_any(conn: Connection, column: Any, values: Sequence[str], name: str) -> Any:
+    """``column IN values``: one array parameter on PostgreSQL (``text_array``), so the statement's
+    text is the same for any number of values and psycopg prepares it once; an ``IN`` list elsewhere."""
+    if conn.dialect.name == "postgresql":
+        return column == sa.any_(text_array(name, values))
+    return column.in_(values)
+
+
 def make_engine(url: str) -> Engine:
     """An engine for ``url``; for SQLite the parent folder is created and writers serialised."""
     json_options: dict[str, Any] = {"json_serializer": json_dumps, "json_deserializer": orjson.loads}
@@ -60,7 +79,12 @@ def make_engine(url: str) -> Engine:
         engine = sa.create_engine(url, connect_args={"timeout": 60, "check_same_thread": False}, **json_options)
         _configure_sqlite(engine)
         return engine
-    engine = sa.create_engine(url, pool_size=10, max_overflow=20, **json_options)
+    # No JIT compilation: it pays off on long analytical queries, and this workload is short ones
+    # whose cost estimates cross jit_above_cost when statistics lag behind a growing table (the
+    # streams projection's look-up of 500 uids spent 5.5 ms compiling to run for 12). A URL that
+    # sets its own ``options`` keeps them.
+    connect_args = {} if "options" in make_url(url).query else {"options": "-c jit=off"}
+    engine = sa.create_engine(url, pool_size=10, max_overflow=20, connect_args=connect_args, **json_options)
     _ping_when_idle(engine, ALIVE_WITHOUT_PING)
     return engine
 

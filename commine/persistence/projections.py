@@ -48,7 +48,7 @@ from commine.events import (
     UserAdded,
 )
 from commine.persistence import schema as t
-from commine.persistence.engine import insert
+from commine.persistence.engine import insert, json_dumps
 from commine.persistence.store import EventStore, StoredEvent, as_utc
 from commine.persistence.stream_projection import REBASING, project_streams
 from commine.persistence.tracking import follow, position_of
@@ -419,8 +419,40 @@ def _predictions(conn: Connection, batch: list[StoredEvent]) -> None:
     # Asked once per dataset, not once per prediction (a window holds thousands of one dataset's).
     alive = {dataset_id for dataset_id in {key[0] for key in rows} if _exists(conn, dataset_id)}
     kept = [row for key, row in rows.items() if key[0] in alive]
+    if conn.dialect.name == "postgresql":
+        for chunk in _chunks(kept, 5000):
+            conn.execute(_PREDICTIONS_UPSERT, {"rows": json_dumps(chunk)})
+        return
     for chunk in _chunks(kept, 1000):
         upsert(conn, t.predictions, chunk, ["dataset_id", "model_version", "uid"], newer="position")
+
+
+def _predictions_upsert() -> Any:
+    """``upsert`` of prediction rows for PostgreSQL, the rows sent as one JSON document.
+
+    Each prediction carries a map of label probabilities: as executemany parameters, psycopg
+    adapted them row by row (84 µs a prediction under the profiler, a fifth of a routing window),
+    while PostgreSQL reads the same rows out of one JSON text (``json_to_recordset``) in a few ms.
+    """
+    p = t.predictions
+    rows = sa.func.json_to_recordset(sa.cast(sa.bindparam("rows", type_=sa.Text), postgresql.JSON)).table_valued(
+        sa.column("dataset_id", sa.String),
+        sa.column("model_version", sa.Integer),
+        sa.column("uid", sa.String),
+        sa.column("labels", postgresql.JSONB),
+        sa.column("position", sa.BigInteger),
+    )
+    given = rows.render_derived(name="given", with_types=True)
+    columns = ["dataset_id", "model_version", "uid", "labels", "position"]
+    statement = postgresql.insert(p).from_select(columns, sa.select(*(given.c[c] for c in columns)))
+    return statement.on_conflict_do_update(
+        index_elements=["dataset_id", "model_version", "uid"],
+        set_={"labels": statement.excluded.labels, "position": statement.excluded.position},
+        where=p.c.position < statement.excluded.position,
+    )
+
+
+_PREDICTIONS_UPSERT = _predictions_upsert()
 
 
 def _chunks(rows: list[dict[str, Any]], size: int) -> Iterator[list[dict[str, Any]]]:

@@ -6,12 +6,12 @@ from collections.abc import Sequence
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.engine import Connection
 
 from commine.domain.comment import format_timestamp
 from commine.persistence import schema as t
 from commine.persistence.encryption import open_comments
+from commine.persistence.engine import text_array
 from commine.persistence.store import as_utc
 
 CHUNK = 500
@@ -154,8 +154,8 @@ def comments(conn: Connection, dataset_id: str, uids: Sequence[str]) -> dict[str
         chunk = pairs[start : start + CHUNK]
         if conn.dialect.name == "postgresql":
             wanted = sa.select(
-                sa.func.unnest(sa.bindparam("sources", [p[0] for p in chunk], type_=ARRAY(sa.String))).label("s"),
-                sa.func.unnest(sa.bindparam("comments", [p[1] for p in chunk], type_=ARRAY(sa.String))).label("c"),
+                sa.func.unnest(text_array("sources", [p[0] for p in chunk])).label("s"),
+                sa.func.unnest(text_array("comments", [p[1] for p in chunk])).label("c"),
             ).subquery()
             joined = wanted.join(m, sa.and_(m.c.source_id == wanted.c.s, m.c.comment_id == wanted.c.c))
             query = sa.select(*columns).select_from(joined.join(e, e.c.position == m.c.position))
