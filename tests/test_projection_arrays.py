@@ -1,10 +1,10 @@
-"""The projections' bulk statements on PostgreSQL: arrays sent as one text, predictions sent as one
-JSON document, index probes that do not depend on statistics, and no JIT compilation."""
+"""Bulk statements on PostgreSQL: arrays sent as one text, predictions sent as one JSON document,
+look-ups of many keys that probe an index whatever the statistics say, and no JIT compilation."""
 
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 
 import pytest
@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from streams_helpers import make_world
 
 from commine.events import PredictionsRecorded
-from commine.persistence import projections, stream_projection
+from commine.persistence import projections, stream_projection, streamdata
 from commine.persistence import schema as t
 from commine.persistence.engine import drop_database, ensure_database, make_engine, matches_any, migrate, text_array
 from commine.persistence.store import EventStore, StoredEvent
@@ -130,14 +130,52 @@ def test_the_entry_look_up_probes_the_index_even_on_statistics_of_an_empty_table
             target = stream_projection.Target(conn, conn)
             found = stream_projection._existing(target, ["s1", "s2"], ["src.c7", "src.c4999", "src.none"])
             assert found == {"s1": {"src.c7": 7, "src.c4999": 4999}, "s2": {"src.c7": 7, "src.c4999": 4999}}
-            captured: list[tuple[str, dict[str, object]]] = []
-            sa.event.listen(conn, "before_cursor_execute", lambda *a: captured.append((a[2], a[3])))
             # 500 uids, as a prediction event brings: the planner without statistics expects
             # each to match 1/200 of the table, and a scan of it then looks cheaper than 500 probes.
-            stream_projection._existing(target, ["s1"], [f"src.c{i}" for i in range(0, 5000, 10)])
-            statement, parameters = captured[-1]
-            plan = "\n".join(row[0] for row in conn.exec_driver_sql("EXPLAIN " + statement, parameters))
+            many = [f"src.c{i}" for i in range(0, 5000, 10)]
+            plan = _plan(conn, lambda: stream_projection._existing(target, ["s1"], many))
         assert "Seq Scan on stream_entries" not in plan
         assert "uq_stream_entries_uid" in plan
+    finally:
+        engine.dispose()
+
+
+def _plan(conn: sa.Connection, call: Callable[[], object]) -> str:
+    """PostgreSQL's plan of the last statement ``call`` runs on ``conn``, with its parameters."""
+    captured: list[tuple[str, dict[str, object]]] = []
+    sa.event.listen(conn, "before_cursor_execute", lambda *a: captured.append((a[2], a[3])))
+    call()
+    statement, parameters = captured[-1]
+    return "\n".join(row[0] for row in conn.exec_driver_sql("EXPLAIN " + statement, parameters))
+
+
+def test_a_batch_of_comments_probes_the_messages_key_rather_than_hashing_every_message(pg_url: str) -> None:
+    engine = make_engine(pg_url)
+    try:
+        migrate(engine)
+        now = datetime.now(UTC)
+        with engine.begin() as conn:
+            conn.execute(
+                t.messages.insert(),
+                [
+                    {
+                        "source_id": "src",
+                        "comment_id": f"c{i}",
+                        "timestamp": now,
+                        "content_hash": "0" * 64,
+                        "version": 1,
+                        "position": i,
+                        "deleted": False,
+                        "created_at": now,
+                        "updated_at": now,
+                    }
+                    for i in range(30_000)
+                ],
+            )
+            conn.execute(sa.text("ANALYZE messages"))
+            uids = [f"src.c{i}" for i in range(0, 30_000, 60)]  # 500, a chunk
+            plan = _plan(conn, lambda: streamdata.comments(conn, "dataset", uids))
+        assert "Seq Scan on messages" not in plan
+        assert "messages_pkey" in plan
     finally:
         engine.dispose()
