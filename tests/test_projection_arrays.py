@@ -51,13 +51,17 @@ def test_matches_any_finds_the_same_rows_on_both_databases(pg_engine: sa.Engine,
     wanted = ["a,b", 'q"uote', "back\\slash", "{brace}", "NULL", "missing"]
     stored = [*wanted[:-1], "other"]
     table = sa.Table("words", sa.MetaData(), sa.Column("word", sa.String, primary_key=True))
-    for engine in (pg_engine, make_engine(sqlite_url)):
-        with engine.begin() as conn:
-            table.create(conn)
-            conn.execute(table.insert(), [{"word": w} for w in stored])
-            found = conn.execute(sa.select(table.c.word).where(matches_any(conn, table.c.word, wanted, "words")))
-            assert sorted(found.scalars()) == sorted(wanted[:-1])
-            table.drop(conn)
+    sqlite = make_engine(sqlite_url)
+    try:
+        for engine in (pg_engine, sqlite):
+            with engine.begin() as conn:
+                table.create(conn)
+                conn.execute(table.insert(), [{"word": w} for w in stored])
+                query = sa.select(table.c.word).where(matches_any(conn, table.c.word, wanted, "words"))
+                assert sorted(conn.execute(query).scalars()) == sorted(wanted[:-1])
+                table.drop(conn)
+    finally:
+        sqlite.dispose()
 
 
 def test_connections_run_without_jit_unless_the_url_says_otherwise(pg_engine: sa.Engine) -> None:

@@ -159,7 +159,8 @@ def comments(conn: Connection, dataset_id: str, uids: Sequence[str]) -> dict[str
             ).subquery()
             # Each pair probes the messages' key in a LATERAL subquery (OFFSET 0 keeps PostgreSQL
             # from flattening it into a join): as a join, the planner took 500 pairs for 2 rows
-            # and hashed every message instead (19 ms a chunk at 30,000 messages, growing with them).
+            # and hashed every message instead, while that looked cheaper than 500 probes
+            # (19 ms a chunk at 30,000 messages, against 4 ms now).
             probe = (
                 sa.select(*columns)
                 .select_from(m.join(e, e.c.position == m.c.position))
