@@ -52,7 +52,7 @@ from commine.events import (
 from commine.persistence import schema as t
 from commine.persistence import streamdata
 from commine.persistence.encryption import open_comments
-from commine.persistence.engine import json_dumps, matches_any, text_array
+from commine.persistence.engine import json_dumps, matches_any, probe_each, text_array
 from commine.persistence.store import StoredEvent, as_utc
 
 #: Stream events after which the projection reads the predictions table (a threshold change
@@ -266,18 +266,15 @@ def _existing(conn: Target, stream_ids: list[str], uids: list[str]) -> dict[str,
     """Per stream, the sequence id of each of these messages it has an entry for: a probe of the
     ``(uid, stream_id)`` index per message, for all the streams at once.
 
-    On PostgreSQL the uids go as one array, each probed in a ``LATERAL`` subquery: a nested loop of
-    index probes whatever the statistics say. They lag behind a growing table and say nothing of
-    streams just created: an ``IN`` list of uids was read as "most of the table", and a plain join
-    with the array, planned on entries analyzed when they were few, became a sequential scan of
-    every entry hashed against the 500 uids (46 ms at 150,000 entries, and growing with them).
+    On PostgreSQL the uids go as one array, each probed on its own (``engine.probe_each``): as a
+    join with the array, planned on entries analyzed when they were few, it was a sequential scan
+    of every entry hashed against the 500 uids (46 ms at 150,000 entries, and growing with them).
     """
     entries = t.stream_entries
     columns = (entries.c.stream_id, entries.c.uid, entries.c.seq)
     if conn.conn.dialect.name == "postgresql":
         given = sa.select(sa.func.unnest(text_array("uids", uids)).label("uid")).subquery()
-        found = sa.select(*columns).where(entries.c.uid == given.c.uid).offset(0).lateral("found")
-        queries = [sa.select(found).select_from(given.join(found, sa.true()))]
+        queries = [probe_each(given, sa.select(*columns).where(entries.c.uid == given.c.uid), "found")]
     else:
         queries = [
             sa.select(*columns).where(entries.c.uid.in_(chunk), entries.c.stream_id.in_(stream_ids))

@@ -11,7 +11,7 @@ from sqlalchemy.engine import Connection
 from commine.domain.comment import format_timestamp
 from commine.persistence import schema as t
 from commine.persistence.encryption import open_comments
-from commine.persistence.engine import text_array
+from commine.persistence.engine import probe_each, text_array
 from commine.persistence.store import as_utc
 
 CHUNK = 500
@@ -157,18 +157,11 @@ def comments(conn: Connection, dataset_id: str, uids: Sequence[str]) -> dict[str
                 sa.func.unnest(text_array("sources", [p[0] for p in chunk])).label("s"),
                 sa.func.unnest(text_array("comments", [p[1] for p in chunk])).label("c"),
             ).subquery()
-            # Each pair probes the messages' key in a LATERAL subquery (OFFSET 0 keeps PostgreSQL
-            # from flattening it into a join): as a join, the planner took 500 pairs for 2 rows
-            # and hashed every message instead, while that looked cheaper than 500 probes
-            # (19 ms a chunk at 30,000 messages, against 4 ms now).
-            probe = (
-                sa.select(*columns)
-                .select_from(m.join(e, e.c.position == m.c.position))
-                .where(m.c.source_id == wanted.c.s, m.c.comment_id == wanted.c.c)
-                .offset(0)
-                .lateral("probe")
-            )
-            query = sa.select(probe).select_from(wanted.join(probe, sa.true()))
+            # Each pair probed on its own: as a join, 500 pairs were taken for 2 rows and every
+            # message hashed (19 ms a chunk at 30,000 messages, against 4 ms now).
+            pair = sa.and_(m.c.source_id == wanted.c.s, m.c.comment_id == wanted.c.c)
+            probe = sa.select(*columns).select_from(m.join(e, e.c.position == m.c.position)).where(pair)
+            query = probe_each(wanted, probe, "probe")
         else:
             query = (
                 sa.select(*columns)
