@@ -435,19 +435,15 @@ def _predictions_upsert() -> Any:
     while PostgreSQL reads the same rows out of one JSON text (``json_to_recordset``) in a few ms.
     """
     p = t.predictions
+    keys = [c.name for c in p.primary_key]
     rows = sa.func.json_to_recordset(sa.cast(sa.bindparam("rows", type_=sa.Text), postgresql.JSON)).table_valued(
-        sa.column("dataset_id", sa.String),
-        sa.column("model_version", sa.Integer),
-        sa.column("uid", sa.String),
-        sa.column("labels", postgresql.JSONB),
-        sa.column("position", sa.BigInteger),
+        *(sa.column(c.name, c.type) for c in p.columns)
     )
     given = rows.render_derived(name="given", with_types=True)
-    columns = ["dataset_id", "model_version", "uid", "labels", "position"]
-    statement = postgresql.insert(p).from_select(columns, sa.select(*(given.c[c] for c in columns)))
+    statement = postgresql.insert(p).from_select([c.name for c in p.columns], sa.select(given))
     return statement.on_conflict_do_update(
-        index_elements=["dataset_id", "model_version", "uid"],
-        set_={"labels": statement.excluded.labels, "position": statement.excluded.position},
+        index_elements=keys,
+        set_={c.name: statement.excluded[c.name] for c in p.columns if c.name not in keys},
         where=p.c.position < statement.excluded.position,
     )
 
