@@ -27,6 +27,8 @@ from typing import Any
 import orjson
 import pika
 
+from commine.broker.confirms import Unconfirmed
+
 #: Header carrying the reason a robot gave for an exception.
 REASON_HEADER = "x-commine-reason"
 #: Headers of every stream message: which stream, and the entry's sequence id.
@@ -196,8 +198,7 @@ class ConfirmedPublisher:
         # The asynchronous channel the blocking one wraps: its confirm mode calls back per ack
         # instead of blocking each publish. pika < 2 is pinned; tests cover this attribute.
         self._impl = self._channel._impl
-        self._next_tag = 0
-        self._pending: set[int] = set()
+        self._unconfirmed = Unconfirmed()
         self._failed: list[str] = []
         self._impl.add_on_return_callback(self._on_return)
         self._impl.confirm_delivery(self._on_confirm, callback=lambda _frame: None)
@@ -209,10 +210,9 @@ class ConfirmedPublisher:
 
     def _on_confirm(self, frame: Any) -> None:
         method = frame.method
-        tags = {t for t in self._pending if t <= method.delivery_tag} if method.multiple else {method.delivery_tag}
-        self._pending -= tags
+        settled = self._unconfirmed.settle(method.delivery_tag, multiple=method.multiple)
         if isinstance(method, pika.spec.Basic.Nack):
-            self._failed.append(f"the broker refused {len(tags)} message(s)")
+            self._failed.append(f"the broker refused {settled} message(s)")
 
     def _on_return(self, _channel: Any, method: Any, _properties: Any, _body: bytes) -> None:
         self._failed.append(f"unroutable: {method.routing_key} ({method.reply_text})")
@@ -223,16 +223,15 @@ class ConfirmedPublisher:
         self._failed.clear()
         for routing_key, body, properties in messages:
             self._impl.basic_publish("", routing_key, body, properties, mandatory=True)
-            self._next_tag += 1
-            self._pending.add(self._next_tag)
+            self._unconfirmed.issue()
         deadline = time.monotonic() + self.TIMEOUT
         # Every message of the batch is settled (acked or nacked) before this returns or raises,
         # so no late confirm of this batch is taken for one of the next.
-        while self._pending:
+        while self._unconfirmed:
             if not self._channel.is_open:
                 raise PublishNotConfirmed("the channel closed before the broker confirmed the batch")
             if time.monotonic() > deadline:
-                raise PublishNotConfirmed(f"{len(self._pending)} message(s) unconfirmed after {self.TIMEOUT:.0f} s")
+                raise PublishNotConfirmed(f"{len(self._unconfirmed)} message(s) unconfirmed after {self.TIMEOUT:.0f} s")
             self._connection.process_data_events(0.01)
         # A return comes before its message's ack: seeing the last ack means every return is in.
         if self._failed:
