@@ -1,4 +1,4 @@
-"""The runnable AMQP example and the ingest benchmark, against the real services."""
+"""The runnable AMQP example and the ingest and streams benchmarks, against the real services."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import json
 import subprocess
 import sys
 import time
+from typing import Any
 
 import pytest
 import sqlalchemy as sa
@@ -58,19 +59,19 @@ def _count(app, source_id: str) -> int:  # type: ignore[no-untyped-def]
         return int(conn.execute(sa.select(sa.func.count()).where(messages.c.source_id == source_id)).scalar_one())
 
 
+def _bench(env: dict[str, str], *arguments: str) -> dict[str, Any]:
+    """``commine bench ...`` in a subprocess; its last line, the summary. A benchmark makes (and
+    drops) its own databases and queues beside the test's."""
+    command = [sys.executable, "-m", "commine", "bench", *arguments]
+    result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    return dict(json.loads(result.stdout.strip().splitlines()[-1]))
+
+
 def test_bench_ingest_prints_its_figures_as_the_last_line(
     service_settings: Settings, service_env: dict[str, str]
 ) -> None:
-    # The benchmark makes (and drops) its own databases and queues beside the test's.
-    result = subprocess.run(
-        [sys.executable, "-m", "commine", "bench", "ingest", "--messages", "2000", "--workers", "1", "--rounds", "2"],
-        env=service_env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert result.returncode == 0, result.stderr[-2000:]
-    summary = json.loads(result.stdout.strip().splitlines()[-1])
+    summary = _bench(service_env, "ingest", "--messages", "2000", "--workers", "1", "--rounds", "2")
     assert summary["benchmark"] == "ingest"
     assert summary["messages"] == 2000
     assert summary["end_to_end_per_s"] > 0 and summary["ceiling_per_s"] > 0
@@ -83,6 +84,23 @@ def test_bench_ingest_prints_its_figures_as_the_last_line(
         (rounds[0]["ceiling_per_s"] + rounds[1]["ceiling_per_s"]) / 2, abs=1
     )
     assert summary["machine"]["cpus"] >= 1
+
+
+def test_bench_streams_prints_its_figures_as_the_last_line(
+    service_settings: Settings, service_env: dict[str, str]
+) -> None:
+    options = ["--messages", "600", "--route", "300", "--streams", "2", "--robots", "2", "--requests", "4"]
+    summary = _bench(service_env, "streams", *options)
+    assert summary["benchmark"] == "streams" and summary["messages"] == 600
+    routing = summary["routing"]
+    assert routing["messages"] == 300 and 0 < routing["published"] <= 2 * 300
+    assert summary["ratio"] == pytest.approx(routing["per_s"] / summary["ceiling_routing_per_s"], abs=0.001)
+    fetch = summary["fetch"]
+    assert fetch["requests"] == 2 * 4 and fetch["results_per_fetch"] > 0
+    # The one robot alone ran the same loop first, on its own stream: a baseline with figures of its own.
+    alone = fetch["one_robot"]
+    assert 0 < alone["p50_ms"] <= alone["p99_ms"] and alone["fetches_per_s"] > 0
+    assert summary["fetch_target_met"] == (fetch["p99_ms"] < 50)
 
 
 def test_waiting_for_a_batch_the_workers_rejected_fails_fast_with_the_reason(

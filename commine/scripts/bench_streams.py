@@ -17,6 +17,9 @@ One run, on a scratch database and a scratch queue prefix, both deleted at the e
 3. **Fetch.** ``--robots`` fetch-delivered streams over version 2 (created through the service
    layer, timed), ``commine serve`` in a subprocess, and one robot per stream doing
    ``fetch(size=--batch)`` + ``advance`` over HTTP with a bearer token; p50 / p99 of fetch.
+   Before them, the same loop by one robot alone on a stream of its own (``one_robot``): what a
+   round costs without contention, the baseline from the same run that the robots' figures
+   are read against.
 
 The last line printed is a one-line JSON summary with the targets' verdicts.
 """
@@ -366,33 +369,42 @@ def robot(
             bar.update(1)
 
 
-def run_fetch(world: World, names: list[str], batch: int, requests: int, workers: int) -> dict[str, Any]:
-    token = robot_token(world)
-    port = free_port()
-    server = start_server(world, port, workers)
+def run_robots(
+    base: str, token: str, names: list[str], batch: int, requests: int, desc: str
+) -> tuple[NDArray[np.float64], list[int], float]:
+    """``robot`` on each stream at once, one thread each: every fetch's latency, result counts, seconds taken."""
     latencies: list[list[float]] = [[] for _ in names]
     counts: list[int] = []
-    try:
-        with tqdm(total=len(names) * requests, desc="fetch", unit="req", file=sys.stderr, disable=None) as bar:
-            threads = [
-                threading.Thread(
-                    target=robot,
-                    args=(f"http://127.0.0.1:{port}", token, name, batch, requests, latencies[i], counts, bar),
-                )
-                for i, name in enumerate(names)
-            ]
-            started = time.perf_counter()
-            for thread in threads:
-                thread.start()
-            for thread in threads:
-                thread.join()
-            elapsed = time.perf_counter() - started
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
+    with tqdm(total=len(names) * requests, desc=desc, unit="req", file=sys.stderr, disable=None) as bar:
+        threads = [
+            threading.Thread(target=robot, args=(base, token, name, batch, requests, latencies[i], counts, bar))
+            for i, name in enumerate(names)
+        ]
+        started = time.perf_counter()
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        elapsed = time.perf_counter() - started
     every = np.array([x for robot_latencies in latencies for x in robot_latencies])
     if len(every) < len(names) * requests:
         raise click.ClickException(f"only {len(every)} of {len(names) * requests} fetches answered")
+    return every, counts, elapsed
+
+
+def run_fetch(world: World, names: list[str], solo: str, batch: int, requests: int, workers: int) -> dict[str, Any]:
+    """The robots' fetch latency, and first the same loop with one robot alone on ``solo``: the
+    time a round takes without contention, the baseline the concurrent figures are read against."""
+    token = robot_token(world)
+    port = free_port()
+    server = start_server(world, port, workers)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        alone, _, alone_s = run_robots(base, token, [solo], batch, requests, "fetch, one robot")
+        every, counts, elapsed = run_robots(base, token, names, batch, requests, "fetch")
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
     return {
         "requests": len(every),
         "p50_ms": round(float(np.percentile(every, 50)), 1),
@@ -401,6 +413,11 @@ def run_fetch(world: World, names: list[str], batch: int, requests: int, workers
         "fetches_per_s": round(len(every) / elapsed),
         "results_per_fetch": round(sum(counts) / max(len(counts), 1), 1),
         "server_processes": workers,
+        "one_robot": {
+            "p50_ms": round(float(np.percentile(alone, 50)), 1),
+            "p99_ms": round(float(np.percentile(alone, 99)), 1),
+            "fetches_per_s": round(len(alone) / alone_s, 1),
+        },
     }
 
 
@@ -489,10 +506,10 @@ def bench_streams(
         started = time.perf_counter()
         # Delivering every message (the reference's behaviour) keeps each fetch a full batch for
         # as long as the bench runs: with thresholds alone, about 5,000 of the 100,000 qualify.
-        create_streams(world, fetch_names, pinned, labels, "fetch", deliver_all=True)
-        summary["create_fetch_stream_s"] = round((time.perf_counter() - started) / max(robots, 1), 2)
+        create_streams(world, [*fetch_names, "alone"], pinned, labels, "fetch", deliver_all=True)
+        summary["create_fetch_stream_s"] = round((time.perf_counter() - started) / (robots + 1), 2)
         analyze(world)
-        summary["fetch"] = run_fetch(world, fetch_names, batch, requests, server_workers)
+        summary["fetch"] = run_fetch(world, fetch_names, "alone", batch, requests, server_workers)
         summary["load_fetch"] = load_average()
     finally:
         cleanup(world, [stream_queue(world.prefix, world.dataset_id, name) for name in queue_names])
