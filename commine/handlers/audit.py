@@ -24,6 +24,7 @@ from sqlalchemy.engine import Connection
 from commine.persistence import access_log
 from commine.persistence import schema as t
 from commine.persistence.access_log import Access
+from commine.persistence.engine import autocommit
 from commine.persistence.store import EventStore, as_utc
 
 #: The event type an access has in the audit query, beside the event log's own types.
@@ -62,8 +63,9 @@ def record_cli_read(store: EventStore, actor: str, command: str, project: str | 
 
 
 def record_api_call(store: EventStore, actor: str, client: str, method: str, path: str, status: int) -> None:
-    """An API call of an authenticated user, with the project its path names (one round trip on the hot path)."""
-    with store.engine.begin() as conn:
+    """An API call of an authenticated user, with the project its path names: one INSERT committed on
+    its own, one round trip on the hot path (in a transaction it was three: BEGIN, INSERT, COMMIT)."""
+    with autocommit(store.engine) as conn:
         project = project_of_path(conn, path)
         access_log.append(conn, Access(actor, "api", client, f"{method} {path}", project, status))
 
