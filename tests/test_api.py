@@ -5,13 +5,15 @@ Every test runs on SQLite and on PostgreSQL (the ``store`` fixture), through Fas
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
 from api_helpers import PROJECT, Api, comment
 
+from commine.domain.access import User, user_aggregate_id
 from commine.domain.names import label_ancestors
-from commine.handlers.access import revoke_tokens
+from commine.handlers.access import hash_token, revoke_tokens
+from commine.handlers.commands import new_id, run
 from commine.handlers.training import train_dataset
 from commine.persistence import readmodels
 from commine.persistence.store import EventStore
@@ -42,6 +44,21 @@ def test_no_token_bad_token_and_revoked_token_are_401(api: Api) -> None:
     api.ok("GET", "/api/v1/sources", headers)
     revoke_tokens(api.store, "user1", actor="test")
     assert "revoked" in api.fails(401, "GET", "/api/v1/sources", headers)
+
+
+def test_a_token_and_a_grant_the_read_models_do_not_hold_yet_are_honoured(api: Api) -> None:
+    # As a CLI command or a worker in another process writes: appended to the log, not caught up.
+    def append_only(command: Callable[[User], object]) -> None:
+        run(api.store, User, user_aggregate_id("user1"), command)
+
+    headers = api.user()
+    api.ok("PUT", "/api/v1/sources/acme/inbox", json={"source": {}})
+    api.fails(403, "GET", "/api/v1/sources/acme/inbox", headers)
+    append_only(lambda u: u.grant(PROJECT, ["sources-read"], actor="test"))
+    assert api.ok("GET", "/api/v1/sources/acme/inbox", headers)["source"]["name"] == "inbox"
+    token = "a-token-the-read-models-have-not-seen"
+    append_only(lambda u: u.issue_token(token_id=new_id(), token_hash=hash_token(token), description="", actor="t"))
+    assert api.ok("GET", "/api/auth/user", api.headers(token))["user"]["username"] == "user1"
 
 
 def test_auth_user_has_every_field_re_requires(api: Api) -> None:

@@ -13,7 +13,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from commine.api.access import PRINCIPAL
 from commine.api.errors import ApiError
 from commine.domain.access import Principal, allowed
-from commine.handlers.access import authenticate
+from commine.handlers.access import authenticate, principal_of, principal_query
 from commine.persistence import projections
 from commine.persistence import schema as t
 from commine.persistence.engine import autocommit
@@ -37,25 +37,45 @@ class Services:
         self.after_write()
 
     def fresh(self) -> None:
-        """Before a read: catch the read models up if the log moved on (a CLI command, a worker's write).
+        """Catch the read models up if the log moved on (a CLI command, a worker's write).
 
         Cheap when nothing is new; never waits for another runner already at it.
         """
-        checkpoint = (
-            sa.select(t.checkpoints.c.position).where(t.checkpoints.c.name == projections.CHECKPOINT).scalar_subquery()
-        )
-        last = sa.select(sa.func.max(t.events.c.position)).scalar_subquery()
-        # One round trip, on every request: both ends are index lookups.
-        query = sa.select(sa.func.coalesce(checkpoint, 0) < sa.func.coalesce(last, 0))
         with autocommit(self.store.engine) as conn:
-            behind = bool(conn.execute(query).scalar())
+            behind = bool(conn.execute(sa.select(_behind())).scalar())
         if behind:
             projections.catch_up(self.store, wait=False)
 
+    def authenticate(self, token: str) -> Principal | None:
+        """The caller of ``token`` (None for an unknown or revoked one), read after ``fresh``.
 
-def services(request: Request) -> Services:
+        Both in one round trip when the token is known and nothing is new, as on almost every
+        request: whether the read models are behind the log is a column of the token's query.
+        When they are, they catch up and the token is read again, as a grant or a token the log
+        holds but the read models do not yet may be the very one this request needs.
+        """
+        with autocommit(self.store.engine) as conn:
+            rows = conn.execute(principal_query(token).add_columns(_behind().label("behind"))).all()
+        if rows and not rows[0].behind:
+            return principal_of(rows)
+        self.fresh()
+        return authenticate(self.store.engine, token)
+
+
+def _behind() -> sa.ColumnElement[bool]:
+    """Whether the log holds events the read models have not caught up with (two index look-ups)."""
+    checkpoint = (
+        sa.select(t.checkpoints.c.position).where(t.checkpoints.c.name == projections.CHECKPOINT).scalar_subquery()
+    )
+    last = sa.select(sa.func.max(t.events.c.position)).scalar_subquery()
+    return sa.func.coalesce(checkpoint, 0) < sa.func.coalesce(last, 0)
+
+
+async def services(request: Request) -> Services:
+    """The app's services. No read here: the dependency that finds the caller (``principal``, the
+    web UI's ``page_user``) brings the read models up to date as it authenticates, in the same
+    round trip, and an ``async`` dependency takes no turn on the thread pool."""
     found: Services = request.app.state.services
-    found.fresh()
     return found
 
 
@@ -70,7 +90,7 @@ def principal(
     """The user of the request's ``Authorization: Bearer`` token; 401 without a live one."""
     if credentials is None or credentials.scheme.lower() != "bearer" or not credentials.credentials:
         raise ApiError(401, "authentication required: send the header Authorization: Bearer <token>")
-    user = authenticate(found.store.engine, credentials.credentials)
+    user = found.authenticate(credentials.credentials)
     if user is None:
         raise ApiError(401, "the API token is unknown or revoked")
     request.scope.setdefault("state", {})[PRINCIPAL] = user  # for the access log (``api.access``)

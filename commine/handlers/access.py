@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import hashlib
 import secrets
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
@@ -115,16 +117,23 @@ def _change(store: EventStore, username: str, command: object) -> list[str]:
 
 def authenticate(engine: Engine, token: str) -> Principal | None:
     """The user a live token belongs to, with their permissions; None for an unknown or revoked token."""
+    with autocommit(engine) as conn:
+        return principal_of(conn.execute(principal_query(token)).all())
+
+
+def principal_query(token: str) -> sa.Select[Any]:
+    """The user of the live token, one row per grant (one query: every API request makes it)."""
     u, k, p = t.users, t.api_tokens, t.permissions
-    # One query (every API request makes it): the user of the live token, one row per grant.
-    query = (
+    return (
         sa.select(u.c.username, u.c.user_id, u.c.admin, p.c.project, p.c.permission)
         .join(k, k.c.username == u.c.username)
         .outerjoin(p, p.c.username == u.c.username)
         .where(k.c.token_hash == hash_token(token), k.c.revoked.is_(False))
     )
-    with autocommit(engine) as conn:
-        rows = conn.execute(query).all()
+
+
+def principal_of(rows: Sequence[Any]) -> Principal | None:
+    """The ``Principal`` of ``principal_query``'s rows; None when there are none."""
     if not rows:
         return None
     granted: dict[str, set[str]] = {}

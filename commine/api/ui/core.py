@@ -22,7 +22,6 @@ from commine.api.deps import Services, services
 from commine.api.errors import ApiError
 from commine.api.ui.data import Pending, PreparationFailed
 from commine.domain.access import PERMISSIONS, Principal, allowed
-from commine.handlers.access import authenticate
 
 COOKIE = "commine_session"
 UI_HEADER = "x-commine-ui"
@@ -45,7 +44,8 @@ class SignIn(Exception):
 
 def _session_user(request: Request, found: Services) -> Principal | None:
     token = request.cookies.get(COOKIE)
-    user = authenticate(found.store.engine, token) if token else None
+    # ``found.authenticate`` brings the read models up to date too (``services`` reads nothing).
+    user = found.authenticate(token) if token else None
     if user is not None:
         request.scope.setdefault("state", {})[PRINCIPAL] = user  # the access log records the page view
     return user

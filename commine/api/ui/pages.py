@@ -8,6 +8,7 @@ from urllib.parse import parse_qs
 import sqlalchemy as sa
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from starlette.concurrency import run_in_threadpool
 
 from commine.api.deps import Store
 from commine.api.errors import ApiError
@@ -29,7 +30,6 @@ from commine.api.ui.data import (
 )
 from commine.api.views import dataset_row
 from commine.domain.access import LABELS_READ, SOURCES_READ, SOURCES_READ_SENSITIVE, Principal, allowed
-from commine.handlers.access import authenticate
 from commine.handlers.insight import summary, thresholds
 from commine.persistence import schema as t
 
@@ -56,7 +56,8 @@ async def login(request: Request, store: Store) -> Response:
     """Sign in with an API token (``commine tokens issue USER``): kept in an HttpOnly cookie."""
     form = {k: v[0] for k, v in parse_qs((await request.body()).decode()).items()}
     token, target = form.get("token", "").strip(), _safe(form.get("next", "/"))
-    if not token or authenticate(store.store.engine, token) is None:
+    # Off the event loop: the look-up, and the catch-up it makes when the read models are behind.
+    if not token or await run_in_threadpool(store.authenticate, token) is None:
         return render(request, "login.html", None, status=401, next=target, error="unknown or revoked token")
     answer = RedirectResponse(target, status_code=303)
     secure = request.url.scheme == "https"
