@@ -53,7 +53,9 @@ def server(tmp_path: Path) -> Iterator[tuple[str, str]]:
     """``commine demo --serve`` on a free port: (base URL, the demo administrator's token)."""
     port = _free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("COMMINE_")}
-    env.update(COMMINE_HOME=str(tmp_path), PYTHONUNBUFFERED="1", COMMINE_TRANSFORMER="0")
+    scratch = tmp_path / "tmp"  # the demo's temporary files: none may be left when it is stopped
+    scratch.mkdir()
+    env.update(COMMINE_HOME=str(tmp_path), PYTHONUNBUFFERED="1", COMMINE_TRANSFORMER="0", TMPDIR=str(scratch))
     # 200 annotated: the held-out split is drawn by uid (a random source id in each run), and with
     # 120 it fell under validation's 20 messages once in CI (no rating: "n/a").
     command = [sys.executable, "-m", "commine", "demo", "--messages", "400", "--labelled", "200"]
@@ -71,6 +73,7 @@ def server(tmp_path: Path) -> Iterator[tuple[str, str]]:
         except subprocess.TimeoutExpired:
             process.kill()
         log.close()
+    assert not list(scratch.glob("commine-demo-*")), "the demo left a scratch folder behind"
 
 
 def _token(process: subprocess.Popen[str]) -> str:

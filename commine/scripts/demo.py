@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import tempfile
 import time
@@ -54,8 +55,10 @@ def demo(
     from commine.scripts.upload import publish_csv
 
     started = time.perf_counter()
-    with tempfile.TemporaryDirectory(prefix="commine-demo-") as scratch:
-        folder = home or Path(scratch)
+    with contextlib.ExitStack() as scratch:
+        # A scratch folder only without --home: a demo that serves until it is stopped by a signal
+        # never reaches the clean-up, and left an empty one behind on every run.
+        folder = home or Path(scratch.enter_context(tempfile.TemporaryDirectory(prefix="commine-demo-")))
         # The transformer embedding runs at a few hundred messages a second: the demo shows the fast path.
         settings = replace(ctx.settings, home=folder, database_url=f"sqlite:///{folder / 'demo.db'}", transformer=False)
         settings = settings.with_embedded()
