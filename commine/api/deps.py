@@ -58,7 +58,10 @@ class Services:
             rows = conn.execute(principal_query(token).add_columns(_behind().label("behind"))).all()
         if rows and not rows[0].behind:
             return principal_of(rows)
-        self.fresh()
+        if rows:  # known to be behind already: asking ``fresh`` would only ask again
+            projections.catch_up(self.store, wait=False)
+        else:  # an unknown token may be one the read models do not hold yet
+            self.fresh()
         return authenticate(self.store.engine, token)
 
 
